@@ -1,0 +1,1 @@
+//! Evaluation-time preprocessing: decode, resize shorter side, center crop, normalize.
