@@ -103,7 +103,7 @@ impl MlpHead {
     /// # Shapes
     /// (N, in) -> (N, out)
     pub fn forward<O: Ops>(&self, o: &mut O, x: &O::T) -> O::T {
-        let mut h = x.clone();
+        let mut h = o.share(x);
         for l in &self.layers {
             h = match l {
                 Layer::Linear(x) => x.forward(o, &h),

@@ -147,7 +147,7 @@ impl MobileNetV2 {
     pub fn forward_features<O: Ops>(&self, o: &mut O, x: &O::T) -> O::T {
         let mut h = self.stem.forward(o, x);
         for b in &self.blocks {
-            let mut y = h.clone();
+            let mut y = o.share(&h);
             for l in &b.layers {
                 y = l.forward(o, &y);
             }

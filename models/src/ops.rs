@@ -77,7 +77,11 @@ pub struct ConvArgs {
 
 /// The op set. `T` is the backend's tensor handle.
 pub trait Ops {
-    type T: Clone;
+    type T;
+
+    /// Another handle to the same tensor (tch `shallow_clone`; a node-output
+    /// name for the ONNX recorder).
+    fn share(&mut self, x: &Self::T) -> Self::T;
 
     /// True while training: BatchNorm uses batch statistics and updates its
     /// running buffers, dropout is active.

@@ -114,7 +114,7 @@ impl Block {
                 let s = c.forward(o, x);
                 b.forward(o, &s)
             }
-            None => x.clone(),
+            None => o.share(x),
         };
         let y = o.add(&join(&self.path, "add"), &h, &identity);
         o.relu(&join(&self.path, "relu"), &y)
@@ -211,7 +211,7 @@ impl ResNet {
             for b in stage {
                 h = b.forward(o, &h);
             }
-            outs.push(h.clone());
+            outs.push(o.share(&h));
         }
         outs
     }

@@ -223,7 +223,7 @@ impl Vit {
     /// # Shapes
     /// (B, N, D) -> (B, N, D)
     pub fn forward_blocks<O: Ops>(&self, o: &mut O, x: &O::T) -> O::T {
-        let mut h = x.clone();
+        let mut h = o.share(x);
         for b in &self.blocks {
             h = b.forward(o, &h);
         }

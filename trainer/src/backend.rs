@@ -1,0 +1,395 @@
+//! The tch implementation of [`pretext_models::Ops`]: eager execution with
+//! autograd, train/eval modes, parameters in a `VarStore` under their
+//! torchvision/timm path names, and safetensors checkpoints keyed by them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use pretext_models::{ConvArgs, Init, Ops, ParamKind, ParamSpec};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// Errors loading or saving named weights.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{path}: cannot read: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a safetensors file ({reason})")]
+    Foreign { path: PathBuf, reason: String },
+    #[error("{path}: missing tensor '{key}' (expected shape {expected:?})")]
+    Missing { path: PathBuf, key: String, expected: Vec<i64> },
+    #[error("{path}: tensor '{key}' has shape {found:?}, the model expects {expected:?}")]
+    Shape { path: PathBuf, key: String, expected: Vec<i64>, found: Vec<i64> },
+    #[error("{path}: tensor '{key}' has unsupported dtype {dtype}")]
+    Dtype { path: PathBuf, key: String, dtype: String },
+    #[error("{path}: {n} tensors the model does not have, e.g. {examples:?} (pass strict=false to ignore)")]
+    Unexpected { path: PathBuf, n: usize, examples: Vec<String> },
+    #[error("{path}: cannot write: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// Named parameters and buffers of one network (backbone and/or heads) in a VarStore.
+pub struct Params {
+    pub vs: VarStore,
+    pub specs: Vec<ParamSpec>,
+    map: HashMap<String, Tensor>,
+}
+
+impl Params {
+    /// Creates and initialises every tensor in `specs` (seed with
+    /// `tch::manual_seed` first for reproducible inits).
+    pub fn new(specs: Vec<ParamSpec>, device: Device) -> Self {
+        let vs = VarStore::new(device);
+        let mut map = HashMap::new();
+        tch::no_grad(|| {
+            for s in &specs {
+                let t = init_tensor(s, device);
+                let trainable = matches!(s.kind, ParamKind::Weight | ParamKind::NoDecay);
+                let (parent, leaf) = match s.name.rsplit_once('.') {
+                    Some((p, l)) => (Some(p), l),
+                    None => (None, s.name.as_str()),
+                };
+                let mut path = vs.root();
+                if let Some(p) = parent {
+                    for c in p.split('.') {
+                        path = path.sub(c);
+                    }
+                }
+                let v = path.add(leaf, t, trainable);
+                map.insert(s.name.clone(), v);
+            }
+        });
+        Self { vs, specs, map }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tensor> {
+        self.map.get(name)
+    }
+
+    /// (name, tensor) of trainable parameters, in model order.
+    pub fn trainable(&self) -> Vec<(&ParamSpec, &Tensor)> {
+        self.specs.iter().filter(|s| matches!(s.kind, ParamKind::Weight | ParamKind::NoDecay)).map(|s| (s, &self.map[&s.name])).collect()
+    }
+
+    /// Every tensor in model order.
+    pub fn all(&self) -> Vec<(&ParamSpec, &Tensor)> {
+        self.specs.iter().map(|s| (s, &self.map[&s.name])).collect()
+    }
+
+    /// Copies every tensor from `other` (same specs), e.g. to initialise a teacher.
+    pub fn copy_from(&self, other: &Params) {
+        tch::no_grad(|| {
+            for s in &self.specs {
+                let mut dst = self.map[&s.name].shallow_clone();
+                dst.copy_(&other.map[&s.name]);
+            }
+        });
+    }
+
+    /// Loads tensors by name from a safetensors file. Every spec must be
+    /// present with the right shape; extra tensors are an error when `strict`
+    /// and are returned otherwise. `prefix` is prepended to spec names when
+    /// looking them up (e.g. `"backbone."`).
+    pub fn load_safetensors(&self, path: &Path, prefix: &str, strict: bool) -> Result<Vec<String>, WeightsError> {
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| WeightsError::Foreign { path: path.into(), reason: e.to_string() })?;
+        let mut used = std::collections::HashSet::new();
+        let mut loaded = Vec::new();
+        for s in &self.specs {
+            let key = format!("{prefix}{}", s.name);
+            let view = st.tensor(&key).map_err(|_| WeightsError::Missing { path: path.into(), key: key.clone(), expected: s.shape.clone() })?;
+            let found: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            if found != s.shape {
+                return Err(WeightsError::Shape { path: path.into(), key, expected: s.shape.clone(), found });
+            }
+            let t = tensor_from_view(&view).ok_or_else(|| WeightsError::Dtype { path: path.into(), key: key.clone(), dtype: format!("{:?}", view.dtype()) })?;
+            loaded.push((s.name.clone(), t));
+            used.insert(key);
+        }
+        let extra: Vec<String> = st.names().into_iter().filter(|n| n.starts_with(prefix) && !used.contains(*n)).map(|n| n.to_string()).collect();
+        if strict && !extra.is_empty() {
+            let mut ex = extra.clone();
+            ex.sort();
+            return Err(WeightsError::Unexpected { path: path.into(), n: ex.len(), examples: ex.into_iter().take(5).collect() });
+        }
+        tch::no_grad(|| {
+            for (name, t) in loaded {
+                let mut dst = self.map[&name].shallow_clone();
+                dst.copy_(&t.to_kind(dst.kind()).to_device(dst.device()));
+            }
+        });
+        Ok(extra)
+    }
+
+    /// The tensors as host f32/i64 blobs for a safetensors file, names prefixed.
+    pub fn to_named_blobs(&self, prefix: &str) -> BTreeMap<String, Blob> {
+        self.specs
+            .iter()
+            .map(|s| {
+                let t = self.map[&s.name].detach().to_device(Device::Cpu).contiguous();
+                let blob = if s.kind == ParamKind::Counter {
+                    let v: Vec<i64> = Vec::try_from(t.to_kind(Kind::Int64).flatten(0, -1)).unwrap_or_default();
+                    Blob { dtype: safetensors::Dtype::I64, shape: s.shape.clone(), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+                } else {
+                    let v: Vec<f32> = Vec::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default();
+                    Blob { dtype: safetensors::Dtype::F32, shape: s.shape.clone(), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+                };
+                (format!("{prefix}{}", s.name), blob)
+            })
+            .collect()
+    }
+
+    /// Writes the tensors to a safetensors file atomically (temp file + rename).
+    pub fn save_safetensors(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<(), WeightsError> {
+        write_safetensors(path, &self.to_named_blobs(""), metadata)
+    }
+}
+
+/// A host tensor ready for safetensors.
+pub struct Blob {
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<i64>,
+    pub data: Vec<u8>,
+}
+
+struct BlobView<'a> {
+    blob: &'a Blob,
+    shape: Vec<usize>,
+}
+
+impl safetensors::View for BlobView<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.blob.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.blob.data)
+    }
+    fn data_len(&self) -> usize {
+        self.blob.data.len()
+    }
+}
+
+/// Writes named blobs atomically: to `path.tmp`, fsync, rename.
+pub fn write_safetensors(path: &Path, blobs: &BTreeMap<String, Blob>, metadata: Option<HashMap<String, String>>) -> Result<(), WeightsError> {
+    let views: Vec<(String, BlobView)> =
+        blobs.iter().map(|(k, b)| (k.clone(), BlobView { blob: b, shape: b.shape.iter().map(|&d| d as usize).collect() })).collect();
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| WeightsError::Write { path: path.into(), reason: e.to_string() })?;
+    atomic_write(path, &bytes).map_err(|e| WeightsError::Write { path: path.into(), reason: e.to_string() })
+}
+
+/// Writes `bytes` to `path` via a temp file in the same folder and a rename,
+/// so a kill mid-write never leaves a truncated file behind.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+fn tensor_from_view(v: &safetensors::tensor::TensorView) -> Option<Tensor> {
+    use safetensors::Dtype as D;
+    let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
+    let d = v.data();
+    let t = match v.dtype() {
+        D::F32 => Tensor::from_slice(&d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()),
+        D::F64 => Tensor::from_slice(&d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect::<Vec<_>>()),
+        D::F16 => Tensor::from_slice(&d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect::<Vec<_>>()),
+        D::BF16 => Tensor::from_slice(&d.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect::<Vec<_>>()),
+        D::I64 => Tensor::from_slice(&d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()),
+        _ => return None,
+    };
+    Some(t.reshape(&shape))
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let man = (h & 0x3ff) as u32;
+    let bits = if exp == 0 {
+        if man == 0 {
+            sign
+        } else {
+            // subnormal
+            let mut e = -1i32;
+            let mut m = man;
+            while m & 0x400 == 0 {
+                m <<= 1;
+                e -= 1;
+            }
+            sign | (((127 - 15 + 1 + e) as u32) << 23) | ((m & 0x3ff) << 13)
+        }
+    } else if exp == 31 {
+        sign | 0x7f80_0000 | (man << 13)
+    } else {
+        sign | (((exp - 15 + 127) as u32) << 23) | (man << 13)
+    };
+    f32::from_bits(bits)
+}
+
+fn init_tensor(s: &ParamSpec, device: Device) -> Tensor {
+    let opts = (Kind::Float, device);
+    let shape = s.shape.as_slice();
+    match s.init {
+        _ if s.kind == ParamKind::Counter => Tensor::zeros(shape, (Kind::Int64, device)),
+        Init::Zeros => Tensor::zeros(shape, opts),
+        Init::Ones => Tensor::ones(shape, opts),
+        Init::KaimingNormalFanOut { fan_out } => Tensor::randn(shape, opts) * (2.0 / fan_out as f64).sqrt(),
+        Init::UniformFanIn { fan_in } => {
+            let b = 1.0 / (fan_in as f64).sqrt();
+            Tensor::rand(shape, opts) * (2.0 * b) - b
+        }
+        Init::Normal { std } => Tensor::randn(shape, opts) * std,
+        Init::TruncNormal { std } => (Tensor::randn(shape, opts) * std).clamp(-2.0, 2.0),
+        Init::XavierUniform { fan_in, fan_out } => {
+            let b = (6.0 / (fan_in + fan_out) as f64).sqrt();
+            Tensor::rand(shape, opts) * (2.0 * b) - b
+        }
+    }
+}
+
+/// Runs models on tch tensors. Parameter lookups of unknown names panic
+/// with the name: model code and specs come from the same structs, so that
+/// is a programming error, not bad input.
+pub struct TchOps<'a> {
+    pub params: &'a Params,
+    pub train: bool,
+}
+
+impl<'a> TchOps<'a> {
+    pub fn new(params: &'a Params, train: bool) -> Self {
+        Self { params, train }
+    }
+}
+
+impl Ops for TchOps<'_> {
+    type T = Tensor;
+
+    fn share(&mut self, x: &Tensor) -> Tensor {
+        x.shallow_clone()
+    }
+    fn is_training(&self) -> bool {
+        self.train
+    }
+    fn param(&mut self, path: &str) -> Tensor {
+        self.params.get(path).unwrap_or_else(|| panic!("model asked for parameter '{path}', which is not in the store")).shallow_clone()
+    }
+    fn conv2d(&mut self, _: &str, x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: ConvArgs) -> Tensor {
+        x.conv2d(w, b, [a.stride, a.stride], [a.padding, a.padding], [a.dilation, a.dilation], a.groups)
+    }
+    fn batch_norm(&mut self, _: &str, x: &Tensor, w: &Tensor, b: &Tensor, m: &Tensor, v: &Tensor, momentum: f64, eps: f64) -> Tensor {
+        x.batch_norm(Some(w), Some(b), Some(m), Some(v), self.train, momentum, eps, false)
+    }
+    fn linear(&mut self, _: &str, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
+        x.linear(w, b)
+    }
+    fn layer_norm(&mut self, _: &str, x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+        let d = *x.size().last().expect("layer_norm on a scalar");
+        x.layer_norm([d], Some(w), Some(b), eps, false)
+    }
+    fn relu(&mut self, _: &str, x: &Tensor) -> Tensor {
+        x.relu()
+    }
+    fn relu6(&mut self, _: &str, x: &Tensor) -> Tensor {
+        x.clamp(0.0, 6.0)
+    }
+    fn gelu(&mut self, _: &str, x: &Tensor) -> Tensor {
+        x.gelu("none")
+    }
+    fn add(&mut self, _: &str, a: &Tensor, b: &Tensor) -> Tensor {
+        a + b
+    }
+    fn mul_scalar(&mut self, _: &str, x: &Tensor, s: f64) -> Tensor {
+        x * s
+    }
+    fn max_pool2d(&mut self, _: &str, x: &Tensor, k: i64, s: i64, p: i64) -> Tensor {
+        x.max_pool2d([k, k], [s, s], [p, p], [1, 1], false)
+    }
+    fn global_avg_pool(&mut self, _: &str, x: &Tensor) -> Tensor {
+        x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+    fn reshape(&mut self, _: &str, x: &Tensor, shape: &[i64]) -> Tensor {
+        let size = x.size();
+        let dims: Vec<i64> = shape.iter().enumerate().map(|(i, &d)| if d == 0 { size[i] } else { d }).collect();
+        x.reshape(&dims)
+    }
+    fn permute(&mut self, _: &str, x: &Tensor, perm: &[i64]) -> Tensor {
+        x.permute(perm)
+    }
+    fn matmul(&mut self, _: &str, a: &Tensor, b: &Tensor) -> Tensor {
+        a.matmul(b)
+    }
+    fn softmax(&mut self, _: &str, x: &Tensor, dim: i64) -> Tensor {
+        x.softmax(dim, Kind::Float)
+    }
+    fn concat(&mut self, _: &str, xs: &[Tensor], dim: i64) -> Tensor {
+        Tensor::cat(xs, dim)
+    }
+    fn slice(&mut self, _: &str, x: &Tensor, dim: i64, start: i64, end: i64) -> Tensor {
+        let n = x.size()[dim.rem_euclid(x.dim() as i64) as usize];
+        x.narrow(dim, start, end.min(n) - start)
+    }
+    fn expand_batch(&mut self, _: &str, x: &Tensor, like: &Tensor) -> Tensor {
+        let mut s = x.size();
+        s[0] = like.size()[0];
+        x.expand(&s, false)
+    }
+    fn bicubic_resize(&mut self, _: &str, x: &Tensor, hw: [i64; 2]) -> Tensor {
+        x.upsample_bicubic2d(hw, false, None, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretext_models::{Backbone, BackboneConfig};
+
+    #[test]
+    fn resnet_and_vit_run_and_save_load_round_trip() {
+        tch::manual_seed(0);
+        for name in ["resnet18-cifar", "vit-tiny-cifar", "mobilenet_v2"] {
+            let b = Backbone::new(&BackboneConfig::from_name(name).unwrap());
+            let p = Params::new(b.params(), Device::Cpu);
+            let s = b.config();
+            let size = s.default_image_size();
+            let x = Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu));
+            let y = tch::no_grad(|| b.forward_features(&mut TchOps::new(&p, false), &x));
+            assert_eq!(y.size(), vec![2, b.embed_dim()], "{name}");
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("w.safetensors");
+            p.save_safetensors(&f, None).unwrap();
+            tch::manual_seed(1);
+            let q = Params::new(b.params(), Device::Cpu);
+            q.load_safetensors(&f, "", true).unwrap();
+            let y2 = tch::no_grad(|| b.forward_features(&mut TchOps::new(&q, false), &x));
+            assert!(f64::try_from((y - y2).abs().max()).unwrap() == 0.0, "{name}: reload changed the output");
+        }
+    }
+
+    #[test]
+    fn load_errors_name_key_and_shapes() {
+        let a = Backbone::new(&BackboneConfig::from_name("resnet18-cifar").unwrap());
+        let b = Backbone::new(&BackboneConfig::Resnet(pretext_models::ResNetConfig::resnet18_cifar().with_width(16)));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.safetensors");
+        Params::new(b.params(), Device::Cpu).save_safetensors(&f, None).unwrap();
+        let err = Params::new(a.params(), Device::Cpu).load_safetensors(&f, "", true).unwrap_err().to_string();
+        assert!(err.contains("'conv1.weight' has shape [16, 3, 3, 3], the model expects [64, 3, 3, 3]"), "{err}");
+        std::fs::write(&f, b"not a safetensors file at all").unwrap();
+        let err = Params::new(a.params(), Device::Cpu).load_safetensors(&f, "", true).unwrap_err().to_string();
+        assert!(err.contains("not a safetensors file"), "{err}");
+        let r50 = Backbone::new(&BackboneConfig::from_name("resnet50").unwrap());
+        let r18 = Backbone::new(&BackboneConfig::from_name("resnet18").unwrap());
+        Params::new(r18.params(), Device::Cpu).save_safetensors(&f, None).unwrap();
+        let err = Params::new(r50.params(), Device::Cpu).load_safetensors(&f, "", true).unwrap_err().to_string();
+        assert!(err.contains("missing tensor 'layer1.0.conv3.weight'") || err.contains("layer1.0.conv1.weight"), "{err}");
+    }
+}
