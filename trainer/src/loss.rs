@@ -1,0 +1,225 @@
+//! Self-supervised losses as pure functions of tensors.
+//!
+//! Each follows the formulation of lightly's loss modules (which quote the
+//! papers), so the step-equivalence fixtures can use them as the reference.
+
+use tch::{Kind, Tensor};
+
+/// Rows scaled to unit L2 norm (`F.normalize(x, dim=1)`, eps 1e-12).
+pub fn l2_normalize(x: &Tensor) -> Tensor {
+    let n = x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
+    x / n
+}
+
+/// NT-Xent (Chen et al. 2020, SimCLR eq. 1): for `2B` projections, each row's
+/// positive is its other view, the `2B - 2` other rows are negatives; cross
+/// entropy averaged over all `2B` rows.
+///
+/// # Shapes
+/// z0, z1: (B, D) -> scalar
+pub fn nt_xent(z0: &Tensor, z1: &Tensor, temperature: f64) -> Tensor {
+    let b = z0.size()[0];
+    let z = l2_normalize(&Tensor::cat(&[z0, z1], 0));
+    let sim = z.matmul(&z.tr()) / temperature;
+    let eye = Tensor::eye(2 * b, (Kind::Bool, z.device()));
+    let sim = sim.masked_fill(&eye, f64::NEG_INFINITY);
+    let idx = Tensor::arange(2 * b, (Kind::Int64, z.device()));
+    let target = (idx + b).remainder(2 * b);
+    sim.cross_entropy_for_logits(&target)
+}
+
+/// InfoNCE with a memory bank (MoCo, He et al. 2020, alg. 1): the positive is
+/// the key of the same image, negatives are the queued keys.
+///
+/// # Shapes
+/// q, k: (B, D); queue: (K, D) -> scalar
+pub fn info_nce_queue(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> Tensor {
+    let q = l2_normalize(q);
+    let k = l2_normalize(k);
+    let pos = (&q * &k).sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+    let neg = q.matmul(&l2_normalize(queue).tr());
+    let logits = Tensor::cat(&[pos, neg], 1) / temperature;
+    let target = Tensor::zeros([q.size()[0]], (Kind::Int64, q.device()));
+    logits.cross_entropy_for_logits(&target)
+}
+
+/// `-cos(p, z)` averaged over the batch (BYOL eq. 2 up to the affine `2 - 2cos`,
+/// SimSiam eq. 1). The caller detaches `z` where the method stops gradients.
+///
+/// # Shapes
+/// p, z: (B, D) -> scalar
+pub fn negative_cosine(p: &Tensor, z: &Tensor) -> Tensor {
+    let pn = p.norm_scalaropt_dim(2.0, [1i64].as_slice(), false).clamp_min(1e-8);
+    let zn = z.norm_scalaropt_dim(2.0, [1i64].as_slice(), false).clamp_min(1e-8);
+    let cos = (p * z).sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / (pn * zn);
+    -cos.mean(Kind::Float)
+}
+
+/// Symmetrised predictor loss of BYOL/SimSiam: `(D(p0, z1) + D(p1, z0)) / 2`.
+pub fn symmetric_negative_cosine(p0: &Tensor, z1: &Tensor, p1: &Tensor, z0: &Tensor) -> Tensor {
+    (negative_cosine(p0, &z1.detach()) + negative_cosine(p1, &z0.detach())) * 0.5
+}
+
+/// DINO (Caron et al. 2021, alg. 1): cross entropy between the centered,
+/// sharpened teacher distribution of each global view and the student's
+/// distribution of every *other* view, averaged over pairs.
+///
+/// # Shapes
+/// teacher: list of (B, K) (global views); student: list of (B, K) (all views,
+/// globals first); center: (1, K) -> scalar
+pub fn dino(teacher: &[Tensor], student: &[Tensor], center: &Tensor, teacher_temp: f64, student_temp: f64) -> Tensor {
+    let t: Vec<Tensor> = teacher.iter().map(|t| ((t - center) / teacher_temp).softmax(-1, Kind::Float).detach()).collect();
+    let s: Vec<Tensor> = student.iter().map(|s| (s / student_temp).log_softmax(-1, Kind::Float)).collect();
+    let mut total = Tensor::zeros([], (Kind::Float, center.device()));
+    let mut n = 0;
+    for (i, ti) in t.iter().enumerate() {
+        for (j, sj) in s.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let ce = (-(ti * sj)).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
+            total = total + ce;
+            n += 1;
+        }
+    }
+    total / n as f64
+}
+
+/// DINO's center update: `c <- m c + (1 - m) mean(teacher outputs)`.
+///
+/// # Shapes
+/// teacher: list of (B, K); center: (1, K) -> (1, K)
+pub fn dino_center(teacher: &[Tensor], center: &Tensor, momentum: f64) -> Tensor {
+    let all = Tensor::cat(teacher, 0).detach();
+    let batch = all.mean_dim([0i64].as_slice(), true, Kind::Float);
+    center * momentum + batch * (1.0 - momentum)
+}
+
+/// MAE (He et al. 2021) reconstruction loss: per-patch MSE against the
+/// normalized target pixels, averaged over the masked patches only.
+///
+/// # Shapes
+/// pred, target: (B, N, P); mask: (B, N), 1 = masked -> scalar
+pub fn mae(pred: &Tensor, target: &Tensor, mask: &Tensor, norm_pix: bool) -> Tensor {
+    let target = if norm_pix {
+        let mean = target.mean_dim([-1i64].as_slice(), true, Kind::Float);
+        let var = target.var_dim([-1i64].as_slice(), true, true);
+        (target - mean) / (var + 1e-6).sqrt()
+    } else {
+        target.shallow_clone()
+    };
+    let per_patch = (pred - target).square().mean_dim([-1i64].as_slice(), false, Kind::Float);
+    (per_patch * mask).sum(Kind::Float) / mask.sum(Kind::Float)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn f(t: &Tensor) -> f64 {
+        t.double_value(&[])
+    }
+
+    /// The textbook definition, one row at a time.
+    fn nt_xent_naive(z0: &Tensor, z1: &Tensor, t: f64) -> f64 {
+        let z = l2_normalize(&Tensor::cat(&[z0, z1], 0));
+        let n = z.size()[0];
+        let b = n / 2;
+        let mut total = 0.0;
+        for i in 0..n {
+            let pos = (i + b) % n;
+            let zi = z.get(i);
+            let mut denom = 0.0;
+            for k in 0..n {
+                if k != i {
+                    denom += (f(&(&zi * z.get(k)).sum(Kind::Float)) / t).exp();
+                }
+            }
+            let num = (f(&(&zi * z.get(pos)).sum(Kind::Float)) / t).exp();
+            total += -(num / denom).ln();
+        }
+        total / n as f64
+    }
+
+    #[test]
+    fn nt_xent_matches_naive_loop() {
+        tch::manual_seed(0);
+        let z0 = Tensor::randn([6, 5], (Kind::Float, Device::Cpu));
+        let z1 = Tensor::randn([6, 5], (Kind::Float, Device::Cpu));
+        for t in [0.1, 0.5, 1.0] {
+            let a = f(&nt_xent(&z0, &z1, t));
+            let b = nt_xent_naive(&z0, &z1, t);
+            assert!((a - b).abs() < 1e-5 * b.abs().max(1.0), "t={t}: {a} vs {b}");
+        }
+    }
+
+    /// Identical views of mutually orthogonal vectors: positive similarity 1,
+    /// negatives 0 except the copies; loss = -ln(e^{1/t} / (e^{1/t} + 2B-2)).
+    #[test]
+    fn nt_xent_closed_form_for_identical_orthogonal_pairs() {
+        let b = 4;
+        let z = Tensor::eye(b, (Kind::Float, Device::Cpu));
+        let t = 0.5;
+        let want = -((1.0f64 / t).exp() / ((1.0f64 / t).exp() + (2 * b - 2) as f64)).ln();
+        let got = f(&nt_xent(&z, &z, t));
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    #[test]
+    fn negative_cosine_at_known_points() {
+        let p = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]).reshape([2, 2]);
+        assert!((f(&negative_cosine(&p, &p)) + 1.0).abs() < 1e-6);
+        assert!((f(&negative_cosine(&p, &(-&p))) - 1.0).abs() < 1e-6);
+        let q = Tensor::from_slice(&[0.0f32, 2.0, 3.0, 0.0]).reshape([2, 2]);
+        assert!(f(&negative_cosine(&p, &q)).abs() < 1e-6);
+        // Scale invariance and symmetry of the symmetrised loss.
+        let r = Tensor::from_slice(&[1.0f32, 1.0, 1.0, -1.0]).reshape([2, 2]);
+        let a = f(&symmetric_negative_cosine(&p, &r, &r, &p));
+        assert!((a + 0.5f64.sqrt()).abs() < 1e-6, "{a}");
+        // Gradient flows only into the predictor side.
+        let pg = p.set_requires_grad(true);
+        let zg = r.set_requires_grad(true);
+        symmetric_negative_cosine(&pg, &zg, &pg, &zg).backward();
+        assert!(zg.grad().abs().sum(Kind::Float).double_value(&[]) == 0.0);
+    }
+
+    #[test]
+    fn dino_centering_and_sharpening() {
+        // A teacher equal to the center gives uniform targets: loss = mean CE vs uniform.
+        let k = 4;
+        let center = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.0]).reshape([1, k]);
+        let t = center.repeat([3, 1]);
+        let s = Tensor::zeros([3, k], (Kind::Float, Device::Cpu));
+        let l = f(&dino(&[t.shallow_clone(), t.shallow_clone()], &[s.shallow_clone(), s.shallow_clone(), s], &center, 0.04, 0.1));
+        assert!((l - (k as f64).ln()).abs() < 1e-5, "{l}");
+        // Sharpening: a low teacher temperature makes the target one-hot on the argmax.
+        let t2 = Tensor::from_slice(&[0.0f32, 0.1, 0.0, 0.0]).reshape([1, k]);
+        let s2 = Tensor::from_slice(&[0.0f32, 3.0, 0.0, 0.0]).reshape([1, k]);
+        let zero = Tensor::zeros([1, k], (Kind::Float, Device::Cpu));
+        let sharp = f(&dino(&[t2.shallow_clone(), t2.shallow_clone()], &[s2.shallow_clone(), s2.shallow_clone()], &zero, 0.001, 1.0));
+        let want = -f(&s2.log_softmax(-1, Kind::Float).get(0).get(1));
+        assert!((sharp - want).abs() < 1e-5, "{sharp} vs {want}");
+        // Center EMA.
+        let c = dino_center(&[Tensor::ones([2, k], (Kind::Float, Device::Cpu))], &zero, 0.9);
+        assert!((f(&c.mean(Kind::Float)) - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mae_loss_only_counts_masked_patches() {
+        let target = Tensor::from_slice(&[0.0f32, 1.0, 2.0, 3.0, 5.0, 5.0, 6.0, 9.0]).reshape([1, 2, 4]);
+        let pred = Tensor::zeros([1, 2, 4], (Kind::Float, Device::Cpu));
+        let mask = Tensor::from_slice(&[1.0f32, 0.0]).reshape([1, 2]);
+        let l = f(&mae(&pred, &target, &mask, false));
+        assert!((l - 3.5).abs() < 1e-6, "{l}"); // (0+1+4+9)/4
+        // Changing the unmasked patch's prediction leaves the loss unchanged.
+        let pred2 = Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0, 7.0, -3.0, 1.0, 2.0]).reshape([1, 2, 4]);
+        assert_eq!(f(&mae(&pred2, &target, &mask, false)), l);
+        // Normalized targets: a prediction equal to the standardized patch has zero loss.
+        let row = target.get(0).get(0);
+        let std = (row.var(true) + 1e-6).sqrt();
+        let z = (&row - row.mean(Kind::Float)) / std;
+        let pred3 = Tensor::cat(&[z.reshape([1, 1, 4]), Tensor::zeros([1, 1, 4], (Kind::Float, Device::Cpu))], 1);
+        assert!(f(&mae(&pred3, &target, &mask, true)).abs() < 1e-10);
+    }
+}

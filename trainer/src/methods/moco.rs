@@ -1,0 +1,68 @@
+//! MoCo v2 (He et al. 2020, "Momentum Contrast"; Chen et al. 2020, "Improved
+//! Baselines with Momentum Contrastive Learning"): queries from the encoder,
+//! keys from its momentum copy, negatives from a queue of past keys; MLP
+//! projection head, temperature 0.2.
+
+use pretext_models::{Act, Backbone, HeadBlock, MlpHead};
+use tch::{Device, Tensor};
+
+use super::{check_views, ema_update, embed, momentum_copy, specs, Method, MethodConfig, MethodError, Queue, StepCtx};
+use crate::backend::Params;
+use crate::{loss, schedule};
+
+pub struct MocoV2 {
+    backbone: Backbone,
+    proj: MlpHead,
+    params: Params,
+    teacher: Params,
+    pub queue: Queue,
+    pending: Option<Tensor>,
+    tau: f64,
+    temperature: f64,
+}
+
+impl MocoV2 {
+    pub fn new(c: &MethodConfig, backbone: Backbone, device: Device) -> Self {
+        // MoCo v2: "replace the fc head in MoCo with a 2-layer MLP head (hidden layer 2048-d, with ReLU)".
+        let proj = MlpHead::new("projection_head", vec![
+            HeadBlock::new(backbone.embed_dim(), c.proj_hidden, None, Some(Act::Relu)),
+            HeadBlock::new(c.proj_hidden, c.proj_out, None, None),
+        ]);
+        let params = Params::new(specs(&backbone, &[&proj]), device);
+        let teacher = momentum_copy(&params, specs(&backbone, &[&proj]), device);
+        let queue = Queue::new(c.queue_size, c.proj_out, device);
+        Self { backbone, proj, params, teacher, queue, pending: None, tau: c.tau, temperature: c.temperature }
+    }
+}
+
+impl Method for MocoV2 {
+    fn name(&self) -> &'static str {
+        "moco_v2"
+    }
+    fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+    fn students(&self) -> Vec<(&'static str, &Params)> {
+        vec![("", &self.params)]
+    }
+    fn teacher(&self) -> Option<&Params> {
+        Some(&self.teacher)
+    }
+    fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
+        check_views("moco_v2", views, 2)?;
+        let q = embed(&self.backbone, &self.proj, &self.params, &views[0]);
+        let k = tch::no_grad(|| embed(&self.backbone, &self.proj, &self.teacher, &views[1]));
+        let l = loss::info_nce_queue(&q, &k, &self.queue.keys, self.temperature);
+        self.pending = Some(loss::l2_normalize(&k));
+        Ok(l)
+    }
+    fn after_step(&mut self, ctx: &StepCtx) {
+        ema_update(&self.teacher, &self.params, schedule::cosine(ctx.step, ctx.total_steps, self.tau, 1.0));
+        if let Some(k) = self.pending.take() {
+            self.queue.push(&k);
+        }
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        vec![("queue".into(), self.queue.keys.shallow_clone()), ("queue_ptr".into(), self.queue.ptr.shallow_clone())]
+    }
+}

@@ -1,0 +1,45 @@
+//! SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of
+//! Visual Representations"): two views, a projection MLP, NT-Xent over the
+//! `2B` projections of the batch.
+
+use pretext_models::{Backbone, MlpHead};
+use tch::{Device, Tensor};
+
+use super::{check_views, embed, specs, Method, MethodConfig, MethodError, StepCtx};
+use crate::backend::Params;
+use crate::loss;
+
+pub struct SimClr {
+    backbone: Backbone,
+    head: MlpHead,
+    params: Params,
+    temperature: f64,
+}
+
+impl SimClr {
+    pub fn new(c: &MethodConfig, backbone: Backbone, device: Device) -> Self {
+        // "We use a MLP with one hidden layer to obtain z = g(h) = W2 relu(W1 h)" (sec. 2.1); BN as in lightly.
+        let head = MlpHead::simclr("projection_head", backbone.embed_dim(), c.proj_hidden, c.proj_out);
+        let params = Params::new(specs(&backbone, &[&head]), device);
+        Self { backbone, head, params, temperature: c.temperature }
+    }
+}
+
+impl Method for SimClr {
+    fn name(&self) -> &'static str {
+        "simclr"
+    }
+    fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+    fn students(&self) -> Vec<(&'static str, &Params)> {
+        vec![("", &self.params)]
+    }
+    fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
+        check_views("simclr", views, 2)?;
+        // One forward over both views, as lightly's example: BN statistics over 2B samples.
+        let b = views[0].size()[0];
+        let z = embed(&self.backbone, &self.head, &self.params, &Tensor::cat(&views[..2], 0));
+        Ok(loss::nt_xent(&z.narrow(0, 0, b), &z.narrow(0, b, b), self.temperature))
+    }
+}

@@ -1,0 +1,211 @@
+//! Optimizers on tch tensors: SGD with momentum, LARS and AdamW, with two
+//! parameter groups: weights (decayed) and norms/biases/tokens
+//! (`ParamKind::NoDecay`: neither decayed nor LARS-adapted).
+//!
+//! State lives in named tensors (`momentum.<param>`, `exp_avg.<param>`, ...)
+//! so it can be checkpointed next to the weights.
+
+use std::collections::BTreeMap;
+
+use pretext_models::ParamKind;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Sgd,
+    Lars,
+    Adamw,
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sgd" => Ok(Self::Sgd),
+            "lars" => Ok(Self::Lars),
+            "adamw" => Ok(Self::Adamw),
+            _ => Err(format!("unknown optimizer '{s}': expected sgd, lars or adamw")),
+        }
+    }
+}
+
+/// One trainable tensor the optimizer updates.
+pub struct Slot {
+    pub name: String,
+    pub param: Tensor,
+    pub decay: bool,
+}
+
+impl Slot {
+    pub fn new(name: String, param: Tensor, kind: ParamKind) -> Self {
+        Self { name, param, decay: kind == ParamKind::Weight }
+    }
+}
+
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    pub momentum: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    /// LARS trust coefficient.
+    pub eta: f64,
+    pub slots: Vec<Slot>,
+    pub state: BTreeMap<String, Tensor>,
+    pub steps: i64,
+}
+
+impl Optimizer {
+    pub fn new(kind: OptimizerKind, slots: Vec<Slot>) -> Self {
+        Self { kind, momentum: 0.9, betas: (0.9, 0.999), eps: 1e-8, eta: 0.02, slots, state: BTreeMap::new(), steps: 0 }
+    }
+
+    pub fn zero_grad(&mut self) {
+        for s in &mut self.slots {
+            let mut g = s.param.grad();
+            if g.defined() {
+                let _ = g.detach_().zero_();
+            }
+        }
+    }
+
+    /// Global L2 norm of all gradients.
+    pub fn grad_norm(&self) -> f64 {
+        let mut sq = 0.0;
+        for s in &self.slots {
+            let g = s.param.grad();
+            if g.defined() {
+                sq += g.square().sum(Kind::Double).double_value(&[]);
+            }
+        }
+        sq.sqrt()
+    }
+
+    /// Scales gradients so their global norm is at most `max_norm` (`clip_grad_norm_`). Returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
+        let n = self.grad_norm();
+        if max_norm > 0.0 && n > max_norm {
+            let c = max_norm / (n + 1e-6);
+            for s in &mut self.slots {
+                let mut g = s.param.grad();
+                if g.defined() {
+                    let _ = g.g_mul_scalar_(c);
+                }
+            }
+        }
+        n
+    }
+
+    fn buf(&mut self, key: String, like: &Tensor) -> Tensor {
+        self.state.entry(key).or_insert_with(|| like.zeros_like()).shallow_clone()
+    }
+
+    /// One update with the given learning rate and weight decay.
+    pub fn step(&mut self, lr: f64, wd: f64) {
+        self.steps += 1;
+        let t = self.steps;
+        tch::no_grad(|| {
+            for i in 0..self.slots.len() {
+                let (name, mut p, decay) = {
+                    let s = &self.slots[i];
+                    (s.name.clone(), s.param.shallow_clone(), s.decay)
+                };
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                match self.kind {
+                    OptimizerKind::Sgd | OptimizerKind::Lars => {
+                        let mut d = if decay && wd != 0.0 { &g + &p * wd } else { g.shallow_clone() };
+                        if self.kind == OptimizerKind::Lars && decay {
+                            // You et al. 2017: local lr eta * ||w|| / ||g + wd w||.
+                            let pn = p.norm().double_value(&[]);
+                            let dn = d.norm().double_value(&[]);
+                            if pn > 0.0 && dn > 0.0 {
+                                d = d * (self.eta * pn / dn);
+                            }
+                        }
+                        let mut m = self.buf(format!("momentum.{name}"), &p);
+                        if t == 1 && self.momentum > 0.0 {
+                            m.copy_(&d);
+                        } else {
+                            let _ = m.g_mul_scalar_(self.momentum);
+                            let _ = m.g_add_(&d);
+                        }
+                        let _ = p.g_sub_(&(&m * lr));
+                    }
+                    OptimizerKind::Adamw => {
+                        if decay && wd != 0.0 {
+                            let _ = p.g_mul_scalar_(1.0 - lr * wd);
+                        }
+                        let (b1, b2) = self.betas;
+                        let mut m = self.buf(format!("exp_avg.{name}"), &p);
+                        let mut v = self.buf(format!("exp_avg_sq.{name}"), &p);
+                        let _ = m.g_mul_scalar_(b1);
+                        let _ = m.g_add_(&(&g * (1.0 - b1)));
+                        let _ = v.g_mul_scalar_(b2);
+                        let _ = v.g_add_(&(g.square() * (1.0 - b2)));
+                        let bc1 = 1.0 - b1.powi(t as i32);
+                        let bc2 = 1.0 - b2.powi(t as i32);
+                        let denom = (v / bc2).sqrt() + self.eps;
+                        let _ = p.g_sub_(&(m / denom * (lr / bc1)));
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn quad_step(kind: OptimizerKind, lr: f64, wd: f64, steps: usize) -> Vec<f32> {
+        let p = Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[0.5f32]).set_requires_grad(true);
+        let mut o = Optimizer::new(kind, vec![Slot::new("w".into(), p.shallow_clone(), ParamKind::Weight), Slot::new("b".into(), b.shallow_clone(), ParamKind::NoDecay)]);
+        for _ in 0..steps {
+            o.zero_grad();
+            let loss = p.square().sum(Kind::Float) * 0.5 + b.square().sum(Kind::Float);
+            loss.backward();
+            o.step(lr, wd);
+        }
+        let mut v: Vec<f32> = Vec::try_from(&p.detach()).unwrap();
+        v.extend(Vec::<f32>::try_from(&b.detach()).unwrap());
+        v
+    }
+
+    /// Against PyTorch's update rules written out by hand.
+    #[test]
+    fn sgd_and_adamw_follow_pytorch_rules() {
+        // SGD momentum 0.9, wd 0.1 on w only: step 1 buf = g + wd w = 1.1 w; w1 = w - 0.1 * 1.1 w = 0.89 w.
+        // step 2: g = 0.89 w, d = 1.1 * 0.89 w = 0.979 w, buf = 0.9 * 1.1 w + 0.979 w = 1.969 w; w2 = 0.89 w - 0.1969 w.
+        let v = quad_step(OptimizerKind::Sgd, 0.1, 0.1, 2);
+        assert!((v[0] - (0.89 - 0.1969)).abs() < 1e-6, "{v:?}");
+        // b: no decay: g = 2b; buf1 = 1.0 -> b1 = 0.4; g2 = 0.8, buf2 = 0.9 + 0.8 = 1.7 -> b2 = 0.4 - 0.17.
+        assert!((v[3] - 0.23).abs() < 1e-6, "{v:?}");
+        // AdamW first step moves every coordinate by lr * sign(g) (bias-corrected), after decoupled decay.
+        let v = quad_step(OptimizerKind::Adamw, 0.01, 0.5, 1);
+        assert!((v[0] - (1.0 * (1.0 - 0.005) - 0.01)).abs() < 1e-6, "{v:?}");
+        assert!((v[1] - (-2.0 * (1.0 - 0.005) + 0.01)).abs() < 1e-6, "{v:?}");
+        assert!((v[3] - (0.5 - 0.01)).abs() < 1e-6, "{v:?}");
+    }
+
+    #[test]
+    fn lars_scales_by_trust_ratio_and_clipping_bounds_norm() {
+        // g = w, wd = 0: trust = eta * |w| / |w| = eta, so w1 = w - lr * eta * w.
+        let v = quad_step(OptimizerKind::Lars, 1.0, 0.0, 1);
+        assert!((v[0] - (1.0 - 0.02)).abs() < 1e-6, "{v:?}");
+        // The bias is not adapted: plain SGD step.
+        assert!((v[3] - (0.5 - 1.0)).abs() < 1e-6, "{v:?}");
+        let p = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);
+        let mut o = Optimizer::new(OptimizerKind::Sgd, vec![Slot::new("w".into(), p.shallow_clone(), ParamKind::Weight)]);
+        (p.square().sum(Kind::Float) * 0.5).backward();
+        let before = o.clip_grad_norm(1.0);
+        assert!((before - 5.0).abs() < 1e-6);
+        assert!((o.grad_norm() - 1.0).abs() < 1e-5);
+        let _ = Device::Cpu;
+    }
+}

@@ -1,0 +1,455 @@
+//! The training loop: data order and augmentations seeded per (seed, epoch,
+//! index), schedules as functions of the step, non-finite loss as an error
+//! that leaves the last good checkpoint, atomic checkpoints, JSON-lines
+//! metrics, k-NN curves, PNG plots, and exact `--resume`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pretext_data::augment::{Pipeline, Resolution};
+use pretext_data::preprocess::EvalTransform;
+use pretext_models::{Backbone, BackboneConfig};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::checkpoint::{self, CheckpointError};
+use crate::eval::{self, ImageSet};
+use crate::methods::{self, MethodConfig, MethodError, StepCtx};
+use crate::optim::{Optimizer, OptimizerKind, Slot};
+use crate::schedule;
+
+/// Everything a run depends on; saved as `config.toml` in the run dir.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub method: MethodConfig,
+    /// CLI backbone name (`resnet18-cifar`), with optional width override.
+    pub backbone: String,
+    pub width: Option<i64>,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub epochs: u64,
+    pub batch_size: usize,
+    /// Peak learning rate (already scaled for the batch size).
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_epochs: f64,
+    pub weight_decay: f64,
+    pub final_weight_decay: f64,
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    /// Max global gradient norm; 0 = off.
+    pub clip_grad: f64,
+    pub seed: u64,
+    pub device: String,
+    /// Stop (with a checkpoint) after this many minutes; 0 = no limit.
+    pub max_minutes: f64,
+    /// k-NN every this many epochs (fractional allowed); 0 = only at start and end.
+    pub knn_every: f64,
+    /// Training images used for the k-NN gallery (0 = all).
+    pub knn_train: usize,
+    /// Use the first N training images only (0 = all).
+    pub limit: usize,
+    /// Checkpoint every N steps (0 = each epoch end only).
+    pub checkpoint_every: u64,
+    /// Stop after this many steps in this invocation (0 = no limit); for tests.
+    pub stop_after: u64,
+    pub threads: i32,
+}
+
+impl TrainConfig {
+    pub fn defaults(method: &str, backbone: &str) -> Result<Self, TrainError> {
+        let bc = BackboneConfig::from_name(backbone).map_err(|e| TrainError::Config(e.to_string()))?;
+        let b = Backbone::new(&bc);
+        let m = MethodConfig::preset(method, b.embed_dim())?;
+        let (opt, lr, wd) = match m.name.as_str() {
+            "dino" | "mae" => (OptimizerKind::Adamw, 5e-4, 0.04),
+            _ => (OptimizerKind::Sgd, 0.06, 5e-4),
+        };
+        Ok(Self {
+            method: m,
+            backbone: backbone.into(),
+            width: None,
+            data: PathBuf::new(),
+            out: PathBuf::from("runs/default"),
+            epochs: 10,
+            batch_size: 256,
+            lr,
+            min_lr: 0.0,
+            warmup_epochs: 0.0,
+            weight_decay: wd,
+            final_weight_decay: wd,
+            optimizer: opt,
+            momentum: 0.9,
+            clip_grad: 0.0,
+            seed: 0,
+            device: "cpu".into(),
+            max_minutes: 0.0,
+            knn_every: 0.0,
+            knn_train: 0,
+            limit: 0,
+            checkpoint_every: 0,
+            stop_after: 0,
+            threads: 0,
+        })
+    }
+
+    pub fn backbone_config(&self) -> Result<BackboneConfig, TrainError> {
+        let mut c = BackboneConfig::from_name(&self.backbone).map_err(|e| TrainError::Config(e.to_string()))?;
+        if let (Some(w), BackboneConfig::Resnet(r)) = (self.width, &mut c) {
+            r.width = w;
+        }
+        if let (Some(_), BackboneConfig::Vit(_) | BackboneConfig::MobilenetV2(_)) = (self.width, &c) {
+            return Err(TrainError::Config("--width applies to ResNets only".into()));
+        }
+        Ok(c)
+    }
+
+    pub fn device(&self) -> Result<Device, TrainError> {
+        match self.device.as_str() {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+            "cuda" => Err(TrainError::Config("--device cuda: libtorch sees no CUDA device (is this a CUDA build of libtorch?)".into())),
+            d => Err(TrainError::Config(format!("unknown device '{d}': expected cpu or cuda"))),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Method(#[from] MethodError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("data: {0}")]
+    Data(String),
+    #[error("non-finite loss {loss} at step {step} (epoch {epoch}); stopped. The last good checkpoint is {checkpoint}")]
+    NonFinite { loss: f64, step: u64, epoch: u64, checkpoint: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.into(), source }
+}
+
+/// A labelled image set in memory.
+pub struct Split {
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u32>,
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Split {
+    pub fn images(&self) -> ImageSet<'_> {
+        ImageSet { pixels: &self.pixels, n: self.n, h: self.h, w: self.w }
+    }
+}
+
+/// Loads `train` and `test` splits through the data crate.
+pub fn load_splits(path: &Path) -> Result<(Split, Option<Split>, String), TrainError> {
+    let ds = pretext_data::Dataset::open(path, &pretext_data::OpenOptions::default()).map_err(|e| TrainError::Data(e.to_string()))?;
+    let get = |name: &str| -> Result<Option<Split>, TrainError> {
+        let Some(s) = ds.split(name) else { return Ok(None) };
+        let (px, [n, h, w, _]) = s.images_nhwc().ok_or_else(|| TrainError::Data(format!("{}: split '{name}' has images of different sizes", path.display())))?;
+        Ok(Some(Split { pixels: px.to_vec(), labels: s.labels(), n, h, w }))
+    };
+    let train = match get("train")? {
+        Some(t) => t,
+        None => get("all")?.ok_or_else(|| TrainError::Data(format!("{}: no 'train' split (found {:?})", path.display(), ds.split_names())))?,
+    };
+    Ok((train, get("test")?, ds.name().to_string()))
+}
+
+/// The eval transform for a backbone at its input size (for 32-px CIFAR: normalize only).
+pub fn eval_transform(size: i64) -> EvalTransform {
+    let s = size as u32;
+    let resize = if s <= 32 { s } else { (s as f64 / 0.875).round() as u32 };
+    EvalTransform { resize, crop: s, mean: pretext_data::augment::IMAGENET_MEAN, std: pretext_data::augment::IMAGENET_STD }
+}
+
+/// One line of metrics.jsonl.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metric {
+    pub step: u64,
+    pub epoch: f64,
+    pub minutes: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn20: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knn200: Option<f64>,
+}
+
+/// Outcome of [`train`].
+pub struct Summary {
+    pub steps: u64,
+    pub finished: bool,
+    pub last_knn: Option<(f64, f64)>,
+    pub images_per_s: f64,
+}
+
+fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<u64> {
+    let mut idx: Vec<u64> = (0..n as u64).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch));
+    idx.shuffle(&mut rng);
+    idx
+}
+
+/// Trains (or resumes) the run described by `cfg`.
+pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary, TrainError> {
+    if cfg.threads > 0 {
+        tch::set_num_threads(cfg.threads);
+    }
+    let device = cfg.device()?;
+    let out = &cfg.out;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let toml = toml::to_string(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+    crate::backend::atomic_write(&out.join("config.toml"), toml.as_bytes()).map_err(io(out))?;
+
+    let (train_split, test_split, dataset_name) = load_splits(&cfg.data)?;
+    let n = if cfg.limit > 0 { cfg.limit.min(train_split.n) } else { train_split.n };
+    if n < cfg.batch_size {
+        return Err(TrainError::Config(format!("{} training images, fewer than the batch size {}", n, cfg.batch_size)));
+    }
+    let bc = cfg.backbone_config()?;
+    let size = bc.default_image_size() as usize;
+    let res = if size <= 64 { Resolution::Cifar } else { Resolution::Imagenet };
+    let mut pipeline = Pipeline::preset(&cfg.method.name, res, size).map_err(|e| TrainError::Config(e.to_string()))?;
+    if cfg.method.name == "dino" {
+        pipeline = pipeline.with_local_crops(cfg.method.n_local);
+    }
+
+    tch::manual_seed(cfg.seed as i64);
+    let mut method = methods::build(&cfg.method, Backbone::new(&bc), device)?;
+    let mut slots = Vec::new();
+    for (prefix, p) in method.students() {
+        for (s, t) in p.trainable() {
+            slots.push(Slot::new(format!("{prefix}{}", s.name), t.shallow_clone(), s.kind));
+        }
+    }
+    let mut opt = Optimizer::new(cfg.optimizer, slots);
+    opt.momentum = cfg.momentum;
+
+    let steps_per_epoch = (n / cfg.batch_size) as u64;
+    let total = steps_per_epoch * cfg.epochs;
+    let warmup = (cfg.warmup_epochs * steps_per_epoch as f64) as u64;
+    let ckpt_path = out.join("checkpoint.safetensors");
+    let mut start = 0u64;
+    let mut minutes_before = 0.0;
+    if resume && ckpt_path.exists() {
+        let ck = checkpoint::load(&ckpt_path)?;
+        for (name, t) in checkpoint_tensors(method.as_ref(), &opt) {
+            ck.copy_into(&name, &t)?;
+        }
+        for (k, t) in &ck.tensors {
+            if let Some(key) = k.strip_prefix("optim.") {
+                opt.state.insert(key.to_string(), t.to_device(device));
+            }
+        }
+        start = ck.meta_str("step")?.parse().map_err(|e| CheckpointError::Meta { path: ckpt_path.clone(), reason: format!("step: {e}") })?;
+        opt.steps = ck.meta_str("optim_steps")?.parse().unwrap_or(start as i64);
+        minutes_before = ck.meta_str("minutes").ok().and_then(|m| m.parse().ok()).unwrap_or(0.0);
+    } else if !resume {
+        // A fresh run truncates old metrics.
+        let _ = std::fs::remove_file(out.join("metrics.jsonl"));
+    }
+
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(out.join("metrics.jsonl")).map_err(io(out))?;
+    let t0 = Instant::now();
+    let minutes = |t0: &Instant| minutes_before + t0.elapsed().as_secs_f64() / 60.0;
+    let knn_train = if cfg.knn_train > 0 { cfg.knn_train.min(train_split.n) } else { train_split.n };
+    let run_knn = |method: &dyn methods::Method| -> Result<Option<(f64, f64)>, TrainError> {
+        let Some(test) = &test_split else { return Ok(None) };
+        let t = eval_transform(size as i64);
+        let p = method.students()[0].1;
+        let tr = ImageSet { n: knn_train, ..train_split.images() };
+        let ftr = eval::features(method.backbone(), p, tr, &t, 512, device).map_err(|e| TrainError::Data(e.to_string()))?;
+        let fte = eval::features(method.backbone(), p, test.images(), &t, 512, device).map_err(|e| TrainError::Data(e.to_string()))?;
+        let acc = eval::knn_accuracy(&ftr, &train_split.labels[..knn_train], &fte, &test.labels, &eval::KNN_SETTINGS, 1000);
+        Ok(Some((acc[0], acc[1])))
+    };
+    let mut last_knn = None;
+    let log = |m: &Metric, f: &mut std::fs::File| -> Result<(), TrainError> {
+        writeln!(f, "{}", serde_json::to_string(m).expect("metric serialises")).map_err(io(out))
+    };
+    if start == 0 && cfg.knn_every >= 0.0 && test_split.is_some() {
+        let k = run_knn(method.as_ref())?;
+        if let Some((a, b)) = k {
+            log(&Metric { step: 0, epoch: 0.0, minutes: minutes(&t0), loss: None, lr: None, images_per_s: None, knn20: Some(a), knn200: Some(b) }, &mut metrics)?;
+            last_knn = k;
+        }
+    }
+    let knn_period = if cfg.knn_every > 0.0 { ((cfg.knn_every * steps_per_epoch as f64) as u64).max(1) } else { u64::MAX };
+    let bar = if progress { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").expect("template"));
+    bar.set_position(start);
+
+    // Augmentation runs one batch ahead on a producer thread.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Vec<f32>>)>(2);
+    let producer = {
+        let pipeline = pipeline.clone();
+        let pixels = train_split.pixels[..n * train_split.h * train_split.w * 3].to_vec();
+        let (h, w, bs, seed) = (train_split.h, train_split.w, cfg.batch_size, cfg.seed);
+        std::thread::spawn(move || {
+            let mut order_epoch = u64::MAX;
+            let mut order = Vec::new();
+            for step in start..total {
+                let epoch = step / steps_per_epoch;
+                if epoch != order_epoch {
+                    order = epoch_order(n, seed, epoch);
+                    order_epoch = epoch;
+                }
+                let i = (step % steps_per_epoch) as usize;
+                let idx = &order[i * bs..(i + 1) * bs];
+                let imgs: Vec<&[u8]> = idx.iter().map(|&j| &pixels[j as usize * h * w * 3..(j as usize + 1) * h * w * 3]).collect();
+                let views = pipeline.batch(&imgs, h, w, seed, epoch, idx).expect("validated pipeline and sizes");
+                if tx.send((step, views)).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+
+    let mut images = 0usize;
+    let t_train = Instant::now();
+    let mut step = start;
+    let mut finished = true;
+    let mut loss_acc = (0.0, 0usize);
+    while step < total {
+        let (s, views) = rx.recv().map_err(|_| TrainError::Data("augmentation thread stopped".into()))?;
+        debug_assert_eq!(s, step);
+        let xs: Vec<Tensor> = views
+            .iter()
+            .zip(&pipeline.views)
+            .map(|(v, spec)| Tensor::from_slice(v).reshape([cfg.batch_size as i64, 3, spec.size as i64, spec.size as i64]).to_device(device))
+            .collect();
+        tch::manual_seed((cfg.seed.wrapping_mul(1_000_000_007).wrapping_add(step)) as i64);
+        let ctx = StepCtx { step, total_steps: total };
+        let lr = schedule::warmup_cosine(step, total, warmup, cfg.lr, cfg.min_lr);
+        let wd = schedule::cosine(step, total, cfg.weight_decay, cfg.final_weight_decay);
+        opt.zero_grad();
+        let loss = method.loss(&xs, &ctx)?;
+        let lv = loss.double_value(&[]);
+        if !lv.is_finite() {
+            bar.abandon();
+            return Err(TrainError::NonFinite { loss: lv, step, epoch: step / steps_per_epoch, checkpoint: if ckpt_path.exists() { ckpt_path.display().to_string() } else { "none (no checkpoint was written yet)".into() } });
+        }
+        loss.backward();
+        if cfg.clip_grad > 0.0 {
+            opt.clip_grad_norm(cfg.clip_grad);
+        }
+        opt.step(lr, wd);
+        method.after_step(&ctx);
+        step += 1;
+        images += cfg.batch_size;
+        loss_acc.0 += lv;
+        loss_acc.1 += 1;
+        let ips = images as f64 / t_train.elapsed().as_secs_f64();
+        bar.set_position(step);
+        bar.set_message(format!("loss {lv:.4} lr {lr:.4} {ips:.0} img/s"));
+        let epoch_end = step % steps_per_epoch == 0;
+        let out_of_time = cfg.max_minutes > 0.0 && minutes(&t0) >= cfg.max_minutes;
+        let stop_now = cfg.stop_after > 0 && step - start >= cfg.stop_after;
+        if step % 20 == 0 || epoch_end || step == total || out_of_time || stop_now {
+            let m = Metric { step, epoch: step as f64 / steps_per_epoch as f64, minutes: minutes(&t0), loss: Some(loss_acc.0 / loss_acc.1.max(1) as f64), lr: Some(lr), images_per_s: Some(ips), knn20: None, knn200: None };
+            loss_acc = (0.0, 0);
+            log(&m, &mut metrics)?;
+        }
+        if step % knn_period == 0 || step == total || out_of_time {
+            if let Some((a, b)) = run_knn(method.as_ref())? {
+                let m = Metric { step, epoch: step as f64 / steps_per_epoch as f64, minutes: minutes(&t0), loss: None, lr: None, images_per_s: None, knn20: Some(a), knn200: Some(b) };
+                log(&m, &mut metrics)?;
+                last_knn = Some((a, b));
+            }
+        }
+        let ck_due = (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || epoch_end || step == total || out_of_time || stop_now;
+        if ck_due {
+            save_checkpoint(cfg, method.as_ref(), &opt, step, minutes(&t0), &dataset_name)?;
+        }
+        if out_of_time || stop_now {
+            finished = step == total;
+            break;
+        }
+    }
+    drop(rx);
+    let _ = producer.join();
+    bar.finish();
+    plot_metrics(out)?;
+    Ok(Summary { steps: step, finished, last_knn, images_per_s: images as f64 / t_train.elapsed().as_secs_f64().max(1e-9) })
+}
+
+/// Every tensor that a checkpoint holds, by checkpoint name.
+fn checkpoint_tensors(method: &dyn methods::Method, _opt: &Optimizer) -> Vec<(String, Tensor)> {
+    let mut v = Vec::new();
+    for (prefix, p) in method.students() {
+        v.extend(checkpoint::named(&format!("student.{prefix}"), p));
+    }
+    if let Some(t) = method.teacher() {
+        v.extend(checkpoint::named("teacher.", t));
+    }
+    for (k, t) in method.state() {
+        v.push((format!("state.{k}"), t));
+    }
+    v
+}
+
+/// Writes `checkpoint.safetensors` (+ `.json`) and `backbone.safetensors`.
+pub fn save_checkpoint(cfg: &TrainConfig, method: &dyn methods::Method, opt: &Optimizer, step: u64, minutes: f64, dataset: &str) -> Result<(), TrainError> {
+    let mut tensors = checkpoint_tensors(method, opt);
+    for (k, t) in &opt.state {
+        tensors.push((format!("optim.{k}"), t.shallow_clone()));
+    }
+    let cfg_json = serde_json::to_string(cfg).expect("config serialises");
+    let mut meta = HashMap::new();
+    meta.insert("step".to_string(), step.to_string());
+    meta.insert("optim_steps".to_string(), opt.steps.to_string());
+    meta.insert("minutes".to_string(), format!("{minutes}"));
+    meta.insert("config".to_string(), cfg_json.clone());
+    meta.insert("rng".to_string(), format!("{{\"seed\":{},\"next_step\":{step}}}", cfg.seed));
+    let path = cfg.out.join("checkpoint.safetensors");
+    checkpoint::save(&path, &tensors, meta.clone())?;
+    let json = serde_json::json!({ "step": step, "optim_steps": opt.steps, "minutes": minutes, "seed": cfg.seed, "parts": ["student", "teacher", "optim", "state"], "config": cfg });
+    crate::backend::atomic_write(&cfg.out.join("checkpoint.json"), serde_json::to_string_pretty(&json).expect("json").as_bytes()).map_err(io(&cfg.out))?;
+    // The exportable backbone: plain torchvision/timm names, arch in the metadata.
+    let p = method.students()[0].1;
+    let names: std::collections::HashSet<String> = method.backbone().params().into_iter().map(|s| s.name).collect();
+    let bt: Vec<(String, Tensor)> = p.all().into_iter().filter(|(s, _)| names.contains(&s.name)).map(|(s, t)| (s.name.clone(), t.shallow_clone())).collect();
+    let mut bm = HashMap::new();
+    bm.insert("pretext.arch".to_string(), serde_json::to_string(&method.backbone().config()).expect("arch json"));
+    bm.insert("pretext.method".to_string(), method.name().to_string());
+    bm.insert("pretext.dataset".to_string(), dataset.to_string());
+    bm.insert("pretext.step".to_string(), step.to_string());
+    checkpoint::save(&cfg.out.join("backbone.safetensors"), &bt, bm)?;
+    Ok(())
+}
+
+/// `loss.png` and `knn.png` from `metrics.jsonl`.
+pub fn plot_metrics(out: &Path) -> Result<(), TrainError> {
+    let path = out.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let ms: Vec<Metric> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let loss: Vec<(f64, f64)> = ms.iter().filter_map(|m| m.loss.map(|l| (m.step as f64, l))).collect();
+    crate::plot::line_plot(&out.join("loss.png"), &[crate::plot::Series { name: "loss", points: loss }], 640, 360).map_err(io(out))?;
+    let k20: Vec<(f64, f64)> = ms.iter().filter_map(|m| m.knn20.map(|a| (m.minutes, a))).collect();
+    let k200: Vec<(f64, f64)> = ms.iter().filter_map(|m| m.knn200.map(|a| (m.minutes, a))).collect();
+    crate::plot::line_plot(&out.join("knn.png"), &[crate::plot::Series { name: "knn k=20", points: k20 }, crate::plot::Series { name: "knn k=200", points: k200 }], 640, 360).map_err(io(out))?;
+    Ok(())
+}
+
+/// Mean of a tensor as f64, for logs.
+pub fn scalar(t: &Tensor) -> f64 {
+    t.to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
+}
