@@ -1,4 +1,38 @@
 //! pretext data: datasets, decoding caches, preprocessing and augmentation.
 //! Libtorch-free; shared by the trainer and the runtime.
+//!
+//! [`Dataset::open`] sniffs a path (directory, `.tar.gz`/`.tgz`/`.tar`, or a
+//! file standing for its directory) and loads one of:
+//! - image folders `<split>/<class>/*.jpg|png` (or `<class>/*` as split `all`);
+//! - the CIFAR-10 / CIFAR-100 binary release;
+//! - MNIST / Fashion-MNIST IDX files, gzipped or not;
+//! - Pascal VOC detection sets, and the `images/` + `annotations/` +
+//!   `{split}_labels.csv` detection layout.
+//!
+//! Decoded images go to a cache (see [`default_cache_dir`]) keyed by the
+//! source's checksum, so later opens skip decoding.
+//!
+//! # Bad input policy
+//! Errors (a [`DataError`] naming the file): a corrupt or truncated image,
+//! broken XML, an object without name or box, a wrong IDX magic or size, a
+//! CIFAR file of the wrong length or with an out-of-range label, an object
+//! of a class outside [`OpenOptions::classes`], an image or annotation listed
+//! by a split file but missing.
+//! Counted skips (listed by [`Dataset::skipped`]): detection boxes with zero
+//! area or inverted corners (`xmax <= xmin` or `ymax <= ymin`); the image
+//! itself is kept. A corrupt cache file is never trusted: it is rebuilt.
 
+mod cache;
+mod dataset;
+mod error;
+mod font;
+mod formats;
+pub mod inspect;
+mod source;
+mod voc;
+
+pub mod augment;
 pub mod preprocess;
+
+pub use dataset::{default_cache_dir, BBox, CacheStatus, Dataset, Format, ImageRef, OpenOptions, ProgressFn, Skip, SplitView, Task};
+pub use error::{DataError, Result};
