@@ -1,1 +1,23 @@
-//! pretext runtime
+//! pretext runtime: feature extraction and k-NN classification from ONNX encoders.
+//!
+//! Two backends behind one [`Backend`] trait, each building its plan/session once and
+//! sharing it across threads: tract (pure Rust, the default) and ONNX Runtime through
+//! `ort` (cargo feature `ort`, library loaded at run time from `ORT_DYLIB_PATH`).
+pub mod backend;
+pub mod error;
+#[cfg(feature = "ort")]
+pub mod ort_backend;
+pub mod tract_backend;
+
+pub use backend::Backend;
+pub use error::RuntimeError;
+#[cfg(feature = "ort")]
+pub use ort_backend::{open_ort, ort_environment, ExecutionProvider, GraphOptLevel, OrtOptions};
+pub use tract_backend::{open_tract, open_tract_with, TractBatchMode, TractOptions};
+pub mod extractor;
+pub mod knn;
+
+pub use extractor::{file_sha256, keys, BackendKind, Extractor, ExtractorBuilder, ModelInfo};
+pub use knn::{AnnIndex, Gallery, KnnParams, Neighbor, Prediction};
+#[cfg(feature = "ort")]
+pub use ort_backend::ort_dylib_path;

@@ -1,0 +1,390 @@
+//! k-NN head: a gallery of L2-normalized features with labels, exact chunked
+//! cosine search, an approximate HNSW index, and DINO's weighted vote.
+//!
+//! Voting follows DINO's `eval_knn.py`: cosine similarities to the gallery, the
+//! top-k neighbours, weights `exp(sim / T)`, class score = sum of the weights of
+//! the neighbours with that label; the prediction is the highest score (the lowest
+//! class index on a tie). Defaults `k = 20, T = 0.07`; DINO also reports `k = 200, T = 0.1`.
+use std::collections::{BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+use crate::RuntimeError;
+
+/// Gallery file format version written to the safetensors metadata.
+pub const GALLERY_VERSION: &str = "1";
+const GALLERY_FORMAT: &str = "pretext-gallery";
+
+/// `(k, T)` of the vote.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KnnParams {
+    pub k: usize,
+    pub temperature: f32,
+}
+
+impl Default for KnnParams {
+    fn default() -> Self {
+        KnnParams { k: 20, temperature: 0.07 }
+    }
+}
+
+impl KnnParams {
+    /// DINO's second setting.
+    pub const K200: KnnParams = KnnParams { k: 200, temperature: 0.1 };
+}
+
+/// L2-normalizes each row in place (a zero row stays zero).
+pub fn l2_normalize_rows(x: &mut Array2<f32>) {
+    x.axis_iter_mut(Axis(0)).for_each(|mut r| {
+        let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if n > 0.0 {
+            r.mapv_inplace(|v| v / n);
+        }
+    });
+}
+
+/// A neighbour: similarity and gallery row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbor {
+    pub sim: f32,
+    pub index: u32,
+}
+
+#[derive(PartialEq)]
+struct MinSim(f32, u32);
+impl Eq for MinSim {}
+impl PartialOrd for MinSim {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for MinSim {
+    // Reversed so that BinaryHeap's top is the smallest similarity (ties: the larger index).
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.0.total_cmp(&self.0).then(self.1.cmp(&o.1))
+    }
+}
+
+const QUERY_CHUNK: usize = 64;
+const GALLERY_BLOCK: usize = 4096;
+
+/// Exact top-k by inner product, `queries [Q, D]` against `gallery [N, D]`,
+/// sorted by decreasing similarity (ties: lower index first). Chunked f32 GEMM
+/// (matrixmultiply) over 64-query x 4096-row blocks, query chunks in parallel.
+pub fn exact_topk(gallery: ArrayView2<f32>, queries: ArrayView2<f32>, k: usize) -> Vec<Vec<Neighbor>> {
+    let (n, d) = gallery.dim();
+    assert_eq!(queries.ncols(), d, "query and gallery dims differ");
+    let k = k.min(n);
+    let g = gallery.as_standard_layout();
+    let q = queries.as_standard_layout();
+    let g = g.as_slice().expect("standard layout");
+    let q = q.as_slice().expect("standard layout");
+    let nq = queries.nrows();
+    let chunks: Vec<usize> = (0..nq).step_by(QUERY_CHUNK).collect();
+    let per_chunk: Vec<Vec<Vec<Neighbor>>> = chunks
+        .par_iter()
+        .map(|&q0| {
+            let qn = QUERY_CHUNK.min(nq - q0);
+            let mut heaps: Vec<BinaryHeap<MinSim>> = (0..qn).map(|_| BinaryHeap::with_capacity(k + 1)).collect();
+            let mut sims = vec![0f32; qn * GALLERY_BLOCK];
+            for g0 in (0..n).step_by(GALLERY_BLOCK) {
+                let gn = GALLERY_BLOCK.min(n - g0);
+                // sims[qn, gn] = Q[qn, d] * G[g0..g0+gn, d]^T
+                unsafe {
+                    matrixmultiply::sgemm(
+                        qn,
+                        d,
+                        gn,
+                        1.0,
+                        q.as_ptr().add(q0 * d),
+                        d as isize,
+                        1,
+                        g.as_ptr().add(g0 * d),
+                        1,
+                        d as isize,
+                        0.0,
+                        sims.as_mut_ptr(),
+                        gn as isize,
+                        1,
+                    );
+                }
+                for (qi, heap) in heaps.iter_mut().enumerate() {
+                    let row = &sims[qi * gn..(qi + 1) * gn];
+                    for (j, &s) in row.iter().enumerate() {
+                        if heap.len() < k {
+                            heap.push(MinSim(s, (g0 + j) as u32));
+                        } else if s > heap.peek().expect("k > 0").0 {
+                            heap.pop();
+                            heap.push(MinSim(s, (g0 + j) as u32));
+                        }
+                    }
+                }
+            }
+            heaps
+                .into_iter()
+                .map(|h| {
+                    let mut v: Vec<Neighbor> = h.into_iter().map(|MinSim(sim, index)| Neighbor { sim, index }).collect();
+                    v.sort_by(|a, b| b.sim.total_cmp(&a.sim).then(a.index.cmp(&b.index)));
+                    v
+                })
+                .collect()
+        })
+        .collect();
+    if k == 0 {
+        return vec![vec![]; nq];
+    }
+    per_chunk.into_iter().flatten().collect()
+}
+
+/// DINO's weighted vote over the neighbours: per-class scores `sum exp(sim / T)`.
+pub fn vote(neighbors: &[Neighbor], labels: &[u32], num_classes: usize, temperature: f32) -> Vec<f32> {
+    let mut scores = vec![0f32; num_classes];
+    for nb in neighbors {
+        let c = labels[nb.index as usize] as usize;
+        scores[c] += (nb.sim / temperature).exp();
+    }
+    scores
+}
+
+/// Index of the highest score; the lowest index on a tie.
+pub fn argmax(scores: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, s) in scores.iter().enumerate() {
+        if *s > scores[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// One classification.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub class: usize,
+    pub label: String,
+    /// Per-class vote scores, normalized to sum 1.
+    pub scores: Vec<f32>,
+    pub neighbors: Vec<Neighbor>,
+}
+
+/// Approximate nearest-neighbour index (HNSW, `instant-distance`) over a gallery.
+pub struct AnnIndex {
+    map: instant_distance::HnswMap<AnnPoint, u32>,
+}
+
+#[derive(Clone)]
+struct AnnPoint(Vec<f32>);
+
+impl instant_distance::Point for AnnPoint {
+    fn distance(&self, other: &Self) -> f32 {
+        // Rows are L2-normalized: 1 - cosine.
+        1.0 - self.0.iter().zip(&other.0).map(|(a, b)| a * b).sum::<f32>()
+    }
+}
+
+impl AnnIndex {
+    /// Builds an HNSW index with search width `ef_search` (recall grows with it).
+    pub fn build(features: ArrayView2<f32>, ef_search: usize, seed: u64) -> Self {
+        let points: Vec<AnnPoint> = features.axis_iter(Axis(0)).map(|r| AnnPoint(r.to_vec())).collect();
+        let values: Vec<u32> = (0..points.len() as u32).collect();
+        let map = instant_distance::Builder::default().ef_search(ef_search).seed(seed).build(points, values);
+        AnnIndex { map }
+    }
+
+    /// Approximate top-k of one normalized query, by decreasing similarity.
+    pub fn search(&self, query: &[f32], k: usize) -> Vec<Neighbor> {
+        let mut search = instant_distance::Search::default();
+        self.map
+            .search(&AnnPoint(query.to_vec()), &mut search)
+            .take(k)
+            .map(|item| Neighbor { sim: 1.0 - item.distance, index: *item.value })
+            .collect()
+    }
+}
+
+/// Features + labels + class names of labeled images, tied to the model that embedded them.
+#[derive(Debug, Clone)]
+pub struct Gallery {
+    /// `[N, D]`, rows L2-normalized.
+    pub features: Array2<f32>,
+    pub labels: Vec<u32>,
+    pub classes: Vec<String>,
+    /// sha256 of the ONNX file that produced the features.
+    pub model_sha256: String,
+    /// Display name of that model (file name).
+    pub model_name: String,
+}
+
+impl Gallery {
+    /// Normalizes the rows and checks labels against the classes.
+    pub fn new(mut features: Array2<f32>, labels: Vec<u32>, classes: Vec<String>, model_sha256: String, model_name: String) -> Result<Self, RuntimeError> {
+        if features.nrows() != labels.len() {
+            return Err(RuntimeError::Knn(format!("{} feature rows but {} labels", features.nrows(), labels.len())));
+        }
+        if let Some(l) = labels.iter().find(|l| **l as usize >= classes.len()) {
+            return Err(RuntimeError::Knn(format!("label {l} out of range for {} classes", classes.len())));
+        }
+        l2_normalize_rows(&mut features);
+        Ok(Gallery { features, labels, classes, model_sha256, model_name })
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn dim(&self) -> usize {
+        self.features.ncols()
+    }
+
+    /// Writes a safetensors file: tensors `features` (F32 `[N, D]`) and `labels`
+    /// (I64 `[N]`); metadata `format`, `version`, `model_sha256`, `model_name`,
+    /// `embed_dim`, `classes` (JSON). Written to a temp file, then renamed.
+    pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let feats: Vec<u8> = self.features.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let labels: Vec<u8> = self.labels.iter().flat_map(|v| (*v as i64).to_le_bytes()).collect();
+        let (n, d) = self.features.dim();
+        let gerr = |reason: String| RuntimeError::Gallery { path: path.to_path_buf(), reason };
+        let tensors = vec![
+            ("features", TensorView::new(Dtype::F32, vec![n, d], &feats).map_err(|e| gerr(e.to_string()))?),
+            ("labels", TensorView::new(Dtype::I64, vec![n], &labels).map_err(|e| gerr(e.to_string()))?),
+        ];
+        let meta: HashMap<String, String> = [
+            ("format", GALLERY_FORMAT.to_string()),
+            ("version", GALLERY_VERSION.to_string()),
+            ("model_sha256", self.model_sha256.clone()),
+            ("model_name", self.model_name.clone()),
+            ("embed_dim", d.to_string()),
+            ("classes", serde_json::to_string(&self.classes).expect("strings serialize")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let tmp = path.with_extension("safetensors.tmp");
+        safetensors::serialize_to_file(tensors, Some(meta), &tmp).map_err(|e| gerr(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|source| RuntimeError::Io { path: path.to_path_buf(), source })
+    }
+
+    /// Reads a gallery file (format and version checked).
+    pub fn load(path: &Path) -> Result<Self, RuntimeError> {
+        let gerr = |reason: String| RuntimeError::Gallery { path: path.to_path_buf(), reason };
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Io { path: path.to_path_buf(), source })?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| gerr(format!("not a safetensors file: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let field = |k: &str| meta.get(k).cloned().ok_or_else(|| gerr(format!("metadata `{k}` missing (not a pretext gallery?)")));
+        if field("format")? != GALLERY_FORMAT {
+            return Err(gerr("not a pretext gallery (metadata format differs)".into()));
+        }
+        let version = field("version")?;
+        if version != GALLERY_VERSION {
+            return Err(gerr(format!("gallery version {version}; this build reads version {GALLERY_VERSION}")));
+        }
+        let classes: Vec<String> = serde_json::from_str(&field("classes")?).map_err(|e| gerr(format!("bad `classes`: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| gerr(e.to_string()))?;
+        let f = st.tensor("features").map_err(|e| gerr(format!("tensor `features`: {e}")))?;
+        let l = st.tensor("labels").map_err(|e| gerr(format!("tensor `labels`: {e}")))?;
+        if f.dtype() != safetensors::Dtype::F32 || f.shape().len() != 2 {
+            return Err(gerr(format!("tensor `features` is {:?} {:?}; expected F32 [N, D]", f.dtype(), f.shape())));
+        }
+        if l.dtype() != safetensors::Dtype::I64 || l.shape() != [f.shape()[0]] {
+            return Err(gerr(format!("tensor `labels` is {:?} {:?}; expected I64 [{}]", l.dtype(), l.shape(), f.shape()[0])));
+        }
+        let (n, d) = (f.shape()[0], f.shape()[1]);
+        let embed_dim: usize = field("embed_dim")?.parse().map_err(|e| gerr(format!("bad `embed_dim`: {e}")))?;
+        if embed_dim != d {
+            return Err(gerr(format!("metadata embed_dim {embed_dim} but features are [{n}, {d}]")));
+        }
+        let feats: Vec<f32> = f.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+        let labels: Vec<i64> = l.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        if let Some(bad) = labels.iter().find(|v| **v < 0 || **v as usize >= classes.len()) {
+            return Err(gerr(format!("label {bad} out of range for {} classes", classes.len())));
+        }
+        Ok(Gallery {
+            features: Array2::from_shape_vec((n, d), feats).expect("sizes checked"),
+            labels: labels.into_iter().map(|v| v as u32).collect(),
+            classes,
+            model_sha256: field("model_sha256")?,
+            model_name: field("model_name")?,
+        })
+    }
+
+    /// Errors unless this gallery was built by the model with this hash and dimension.
+    pub fn check_model(&self, path: &Path, model: &str, model_sha256: &str, model_dim: usize) -> Result<(), RuntimeError> {
+        if self.model_sha256 != model_sha256 || self.dim() != model_dim {
+            return Err(RuntimeError::GalleryMismatch {
+                path: path.to_path_buf(),
+                gallery_model: self.model_name.clone(),
+                gallery_hash: self.model_sha256.clone(),
+                gallery_dim: self.dim(),
+                model: model.to_string(),
+                model_hash: model_sha256.to_string(),
+                model_dim,
+            });
+        }
+        Ok(())
+    }
+
+    /// Loads a gallery and checks it against an extractor's model.
+    pub fn load_for(path: &Path, extractor: &crate::Extractor) -> Result<Self, RuntimeError> {
+        let g = Self::load(path)?;
+        let info = extractor.info();
+        let dim = info.embed_dim.unwrap_or(g.dim());
+        g.check_model(path, &info.display_name(), &info.sha256, dim)?;
+        Ok(g)
+    }
+
+    /// Classifies query features (normalized here) by exact search and weighted vote.
+    pub fn classify(&self, queries: &Array2<f32>, p: KnnParams) -> Result<Vec<Prediction>, RuntimeError> {
+        if queries.ncols() != self.dim() {
+            return Err(RuntimeError::Knn(format!("query dim {} but gallery dim {}", queries.ncols(), self.dim())));
+        }
+        if p.k == 0 || !(p.temperature > 0.0) {
+            return Err(RuntimeError::Knn(format!("k must be > 0 and T > 0 (got k={}, T={})", p.k, p.temperature)));
+        }
+        let mut q = queries.clone();
+        l2_normalize_rows(&mut q);
+        let nbs = exact_topk(self.features.view(), q.view(), p.k);
+        Ok(nbs.into_iter().map(|nb| self.predict(nb, p.temperature)).collect())
+    }
+
+    /// Votes over given neighbours (from [`exact_topk`] or [`AnnIndex::search`]).
+    pub fn predict(&self, neighbors: Vec<Neighbor>, temperature: f32) -> Prediction {
+        let mut scores = vote(&neighbors, &self.labels, self.classes.len(), temperature);
+        let class = argmax(&scores);
+        let total: f32 = scores.iter().sum();
+        if total > 0.0 {
+            scores.iter_mut().for_each(|s| *s /= total);
+        }
+        Prediction { class, label: self.classes[class].clone(), scores, neighbors }
+    }
+}
+
+/// Top-1 accuracy of k-NN classification of `test` against `train` (both `[_, D]`,
+/// normalized here), for each setting; the pure function behind `pretext knn eval`.
+pub fn knn_accuracy(train: &Array2<f32>, train_labels: &[u32], test: &Array2<f32>, test_labels: &[u32], num_classes: usize, settings: &[KnnParams]) -> Result<Vec<f64>, RuntimeError> {
+    let g = Gallery::new(train.clone(), train_labels.to_vec(), (0..num_classes).map(|c| c.to_string()).collect(), String::new(), String::new())?;
+    let kmax = settings.iter().map(|s| s.k).max().unwrap_or(0);
+    let mut q = test.clone();
+    l2_normalize_rows(&mut q);
+    let nbs = exact_topk(g.features.view(), q.view(), kmax);
+    Ok(settings
+        .iter()
+        .map(|s| {
+            let correct = nbs
+                .iter()
+                .zip(test_labels)
+                .filter(|(nb, &y)| argmax(&vote(&nb[..s.k.min(nb.len())], &g.labels, num_classes, s.temperature)) == y as usize)
+                .count();
+            correct as f64 / test_labels.len().max(1) as f64
+        })
+        .collect())
+}
+
+/// Path helper for CLI defaults.
+pub fn default_gallery_path(model: &Path) -> PathBuf {
+    model.with_extension("gallery.safetensors")
+}

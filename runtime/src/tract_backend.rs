@@ -1,0 +1,239 @@
+//! tract backend: pure Rust, no native dependency; the embedded library's default.
+//!
+//! The batch axis is a symbol `N`, so one optimized plan serves every batch size
+//! ([`TractBatchMode::Symbolic`], the default). [`TractBatchMode::PerBatch`] instead
+//! optimizes one plan per batch size on first use and caches it; `pretext extract`
+//! timings of both are in the crate README section of `lib.rs`.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ndarray::ArrayD;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+
+use crate::backend::{check_input, fmt_shape, Backend};
+use crate::RuntimeError;
+
+/// How the tract plan handles the batch dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TractBatchMode {
+    /// One plan with a symbolic batch `N`.
+    #[default]
+    Symbolic,
+    /// One plan per concrete batch size, built lazily and cached.
+    PerBatch,
+}
+
+/// Options of the tract backend.
+#[derive(Debug, Clone, Default)]
+pub struct TractOptions {
+    pub batch_mode: TractBatchMode,
+    /// Input height/width to use when the graph declares them symbolic.
+    pub input_hw: Option<(usize, usize)>,
+}
+
+type Plan = Arc<TypedRunnableModel>;
+
+pub struct TractBackend {
+    path: PathBuf,
+    outputs: Vec<String>,
+    input_shape: Vec<Option<usize>>,
+    mode: TractBatchMode,
+    symbolic: Option<Plan>,
+    template: InferenceModel,
+    per_batch: Mutex<HashMap<usize, Plan>>,
+}
+
+/// Reads and parses an ONNX file into its protobuf (no graph building).
+pub(crate) fn read_proto(path: &Path) -> Result<pb::ModelProto, RuntimeError> {
+    let bytes = std::fs::read(path).map_err(|source| RuntimeError::Io { path: path.to_path_buf(), source })?;
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut bytes.as_slice())
+        .map_err(|e| RuntimeError::Load { path: path.to_path_buf(), backend: "tract", reason: format!("{e:#}") })
+}
+
+/// The graph's real inputs (initializers excluded) with their declared dims (`None` = symbolic).
+pub(crate) fn proto_inputs(proto: &pb::ModelProto) -> Vec<(String, Option<Vec<Option<usize>>>)> {
+    let Some(g) = proto.graph.as_ref() else { return vec![] };
+    let inits: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    g.input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .map(|i| {
+            let dims = i.r#type.as_ref().and_then(|t| t.value.as_ref()).and_then(|pb::type_proto::Value::TensorType(tt)| {
+                tt.shape.as_ref().map(|s| {
+                    s.dim
+                        .iter()
+                        .map(|d| match &d.value {
+                            Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => Some(*v as usize),
+                            _ => None,
+                        })
+                        .collect()
+                })
+            });
+            (i.name.clone(), dims)
+        })
+        .collect()
+}
+
+/// Checks there is exactly one rank-4 input and returns its declared shape.
+pub(crate) fn image_input(path: &Path, proto: &pb::ModelProto) -> Result<Vec<Option<usize>>, RuntimeError> {
+    let inputs = proto_inputs(proto);
+    if inputs.len() != 1 {
+        return Err(RuntimeError::InputCount { path: path.to_path_buf(), count: inputs.len() });
+    }
+    let (name, dims) = &inputs[0];
+    let dims = dims.clone().unwrap_or_else(|| vec![None; 4]);
+    if dims.len() != 4 {
+        return Err(RuntimeError::InputRank {
+            path: path.to_path_buf(),
+            input: name.clone(),
+            rank: dims.len(),
+            shape: fmt_shape(&dims),
+        });
+    }
+    Ok(dims)
+}
+
+fn load_err(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Load { path: path.to_path_buf(), backend: "tract", reason: e.to_string() }
+}
+
+/// Opens an ONNX file with tract, symbolic batch (see [`open_tract_with`]).
+pub fn open_tract(path: &Path) -> Result<Box<dyn Backend>, RuntimeError> {
+    Ok(Box::new(TractBackend::open(path, &TractOptions::default())?))
+}
+
+/// Opens an ONNX file with tract and explicit options.
+pub fn open_tract_with(path: &Path, opts: &TractOptions) -> Result<Box<dyn Backend>, RuntimeError> {
+    Ok(Box::new(TractBackend::open(path, opts)?))
+}
+
+impl TractBackend {
+    pub fn open(path: &Path, opts: &TractOptions) -> Result<Self, RuntimeError> {
+        let proto = read_proto(path)?;
+        let mut declared = image_input(path, &proto)?;
+        if let Some((h, w)) = opts.input_hw {
+            declared[2] = declared[2].or(Some(h));
+            declared[3] = declared[3].or(Some(w));
+        }
+        declared[0] = None;
+        let mut model = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .map_err(|e| load_err(path, format!("{e:#}")))?;
+        let outputs: Vec<String> = model
+            .output_outlets()
+            .map_err(|e| load_err(path, e))?
+            .iter()
+            .map(|o| model.node(o.node).name.clone())
+            .collect();
+        // ONNX output names are the names of the output values; tract names the
+        // node after its first output, so prefer the proto's names when present.
+        let outputs = match proto.graph.as_ref() {
+            Some(g) if g.output.len() == outputs.len() => g.output.iter().map(|o| o.name.clone()).collect(),
+            _ => outputs,
+        };
+        let n = model.symbols.sym("N");
+        let dims: TVec<TDim> = declared
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match (i, d) {
+                (0, _) => n.to_dim(),
+                (_, Some(v)) => v.to_dim(),
+                (1, None) => model.symbols.sym("C").to_dim(),
+                (2, None) => model.symbols.sym("H").to_dim(),
+                (_, None) => model.symbols.sym("W").to_dim(),
+            })
+            .collect();
+        model
+            .set_input_fact(0, f32::fact(dims).into())
+            .map_err(|e| load_err(path, format!("{e:#}")))?;
+        let symbolic = match opts.batch_mode {
+            TractBatchMode::Symbolic => Some(
+                model
+                    .clone()
+                    .into_optimized()
+                    .and_then(|m| m.into_runnable())
+                    .map_err(|e| load_err(path, format!("{e:#}")))?,
+            ),
+            TractBatchMode::PerBatch => {
+                // Type-check once now so a broken model fails at open, not at first run.
+                model.clone().into_typed().map_err(|e| load_err(path, format!("{e:#}")))?;
+                None
+            }
+        };
+        Ok(TractBackend {
+            path: path.to_path_buf(),
+            outputs,
+            input_shape: declared,
+            mode: opts.batch_mode,
+            symbolic,
+            template: model,
+            per_batch: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn plan_for(&self, shape: &[usize]) -> Result<Plan, RuntimeError> {
+        if let Some(p) = &self.symbolic {
+            return Ok(p.clone());
+        }
+        let b = shape[0];
+        if let Some(p) = self.per_batch.lock().expect("plan cache poisoned").get(&b) {
+            return Ok(p.clone());
+        }
+        let mut m = self.template.clone();
+        m.set_input_fact(0, f32::fact(shape).into())
+            .and_then(|_| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map(|p| {
+                self.per_batch.lock().expect("plan cache poisoned").insert(b, p.clone());
+                p
+            })
+            .map_err(|e| load_err(&self.path, format!("{e:#}")))
+    }
+
+    pub fn batch_mode(&self) -> TractBatchMode {
+        self.mode
+    }
+}
+
+impl Backend for TractBackend {
+    fn name(&self) -> &str {
+        "tract"
+    }
+
+    fn run(&self, input: ArrayD<f32>) -> Result<Vec<ArrayD<f32>>, RuntimeError> {
+        let shape = input.shape().to_vec();
+        check_input("tract", &self.input_shape, &shape)?;
+        let plan = self.plan_for(&shape)?;
+        let run_err = |e: TractError| RuntimeError::Run { backend: "tract".into(), shape: shape.clone(), reason: format!("{e:#}") };
+        let out = plan.run(tvec!(Tensor::from(input).into_tvalue())).map_err(run_err)?;
+        out.into_iter()
+            .zip(&self.outputs)
+            .map(|(v, name)| {
+                let t = v.into_tensor();
+                let t = match t.datum_type() {
+                    DatumType::F32 => t,
+                    DatumType::F16 | DatumType::F64 => t.cast_to::<f32>().map_err(run_err)?.into_owned(),
+                    dt => {
+                        return Err(RuntimeError::OutputType {
+                            backend: "tract".into(),
+                            output: name.clone(),
+                            dtype: format!("{dt:?}"),
+                        })
+                    }
+                };
+                t.into_plain_array::<f32>().map_err(run_err)
+            })
+            .collect()
+    }
+
+    fn output_names(&self) -> &[String] {
+        &self.outputs
+    }
+
+    fn input_shape(&self) -> &[Option<usize>] {
+        &self.input_shape
+    }
+}
