@@ -1,0 +1,26 @@
+//! The exporter's error type: every variant names the file, tensor or op involved.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{path}: cannot read: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a safetensors file ({reason})")]
+    Foreign { path: PathBuf, reason: String },
+    #[error("{path}: missing tensor '{key}' (the model expects shape {expected:?})")]
+    Missing { path: PathBuf, key: String, expected: Vec<i64> },
+    #[error("{path}: tensor '{key}' has shape {found:?}, the model expects {expected:?}")]
+    Shape { path: PathBuf, key: String, expected: Vec<i64>, found: Vec<i64> },
+    #[error("{path}: tensor '{key}' has unsupported dtype {dtype}")]
+    Dtype { path: PathBuf, key: String, dtype: String },
+    #[error("{path}: cannot tell the architecture: {reason}")]
+    Arch { path: PathBuf, reason: String },
+    #[error("{path}: head '{prefix}': {reason}")]
+    Head { path: PathBuf, prefix: String, reason: String },
+    #[error("opset {opset} is not supported (LayerNormalization needs >= 17; supported 17..=21)")]
+    Opset { opset: i64 },
+    #[error("node '{node}' ({op}): {reason}")]
+    Op { node: String, op: &'static str, reason: String },
+    #[error("{path}: cannot write: {reason}")]
+    Write { path: PathBuf, reason: String },
+}

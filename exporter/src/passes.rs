@@ -1,0 +1,232 @@
+//! Graph passes: BatchNorm folding, constant folding, dead-code removal and
+//! fp16 conversion. Each returns how much it changed, so tests and the CLI
+//! can report it.
+
+use std::collections::HashSet;
+
+use ndarray::{Axis, IxDyn};
+
+use crate::graph::{Elem, Graph, Node};
+use crate::tensor::{self, Attr, Const};
+
+/// Folds `BatchNormalization(Conv(x, W, b))` into the Conv when the Conv
+/// output feeds only the BN and all parameters are initializers:
+/// `W' = W * s`, `b' = (b - mean) * s + beta` with `s = gamma / sqrt(var + eps)`
+/// per output channel. The Conv takes the BN's output name; its bias is
+/// named `{conv}.bias`. Returns the number of folded BNs.
+pub fn fold_batch_norm(g: &mut Graph) -> usize {
+    let mut folded = 0;
+    let mut i = 0;
+    while i < g.nodes.len() {
+        if g.nodes[i].op != "BatchNormalization" || g.nodes[i].inputs.len() != 5 {
+            i += 1;
+            continue;
+        }
+        let bn = g.nodes[i].clone();
+        let Some(ci) = g.producer(&bn.inputs[0]) else {
+            i += 1;
+            continue;
+        };
+        let conv = g.nodes[ci].clone();
+        let counts = g.use_counts();
+        let single = |t: &str| counts.get(t).copied().unwrap_or(0) == 1;
+        let eps = bn.attrs.iter().find_map(|(k, a)| if let (true, Attr::Float(f)) = (k == "epsilon", a) { Some(*f) } else { None }).unwrap_or(1e-5);
+        let get = |t: &str| g.inits.get(t).and_then(|c| c.as_f32()).cloned();
+        let (Some(w), Some(gamma), Some(beta), Some(mean), Some(var)) =
+            (get(&conv.inputs.get(1).cloned().unwrap_or_default()), get(&bn.inputs[1]), get(&bn.inputs[2]), get(&bn.inputs[3]), get(&bn.inputs[4]))
+        else {
+            i += 1;
+            continue;
+        };
+        if conv.op != "Conv" || !single(&conv.outputs[0]) || !single(&conv.inputs[1]) || conv.inputs.get(2).is_some_and(|b| !single(b) || get(b).is_none()) {
+            i += 1;
+            continue;
+        }
+        let c = w.shape()[0];
+        let bias = conv.inputs.get(2).and_then(|b| get(b)).unwrap_or_else(|| ndarray::ArrayD::zeros(IxDyn(&[c])));
+        let scale: Vec<f32> = (0..c).map(|k| gamma[k] / (var[k] + eps).sqrt()).collect();
+        let mut w2 = w.clone();
+        for (k, mut sub) in w2.axis_iter_mut(Axis(0)).enumerate() {
+            sub.mapv_inplace(|v| v * scale[k]);
+        }
+        let b2 = ndarray::ArrayD::from_shape_fn(IxDyn(&[c]), |ix| (bias[ix[0]] - mean[ix[0]]) * scale[ix[0]] + beta[ix[0]]);
+        let wname = conv.inputs[1].clone();
+        g.inits.insert(wname, Const::F32(w2));
+        let bname = match conv.inputs.get(2) {
+            Some(b) => b.clone(),
+            None => g.fresh_name(&format!("{}.bias", conv.name)),
+        };
+        g.inits.insert(bname.clone(), Const::F32(b2));
+        let node = &mut g.nodes[ci];
+        if node.inputs.len() < 3 {
+            node.inputs.push(bname);
+        }
+        node.outputs = bn.outputs.clone();
+        g.nodes.remove(i);
+        folded += 1;
+    }
+    eliminate_dead(g);
+    folded
+}
+
+/// Replaces nodes whose inputs are all initializers by the initializer they
+/// compute (for the ops [`tensor::eval`] knows). Graph outputs are never
+/// folded away. Returns the number of folded nodes.
+pub fn fold_constants(g: &mut Graph) -> usize {
+    let outputs: HashSet<String> = g.outputs.iter().map(|o| o.name.clone()).collect();
+    let mut folded = 0;
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let n = &g.nodes[i];
+        let foldable = n.outputs.len() == 1 && !outputs.contains(&n.outputs[0]) && n.inputs.iter().all(|t| g.inits.contains_key(t));
+        let value = if foldable {
+            let ins: Vec<&Const> = n.inputs.iter().map(|t| &g.inits[t]).collect();
+            tensor::eval(n.op, &n.attrs, &ins)
+        } else {
+            None
+        };
+        match value {
+            Some(v) => {
+                let out = g.nodes[i].outputs[0].clone();
+                g.inits.insert(out, v);
+                g.nodes.remove(i);
+                folded += 1;
+            }
+            None => i += 1,
+        }
+    }
+    eliminate_dead(g);
+    folded
+}
+
+/// Removes nodes that no graph output depends on, then initializers no node
+/// reads. Returns (nodes removed, initializers removed).
+pub fn eliminate_dead(g: &mut Graph) -> (usize, usize) {
+    let mut live: HashSet<String> = g.outputs.iter().map(|o| o.name.clone()).collect();
+    let mut keep = vec![false; g.nodes.len()];
+    for (k, n) in g.nodes.iter().enumerate().rev() {
+        if n.outputs.iter().any(|o| live.contains(o)) {
+            keep[k] = true;
+            live.extend(n.inputs.iter().cloned());
+        }
+    }
+    let before = (g.nodes.len(), g.inits.len());
+    let mut it = keep.iter();
+    g.nodes.retain(|_| *it.next().expect("same length"));
+    g.inits.retain(|k, _| live.contains(k));
+    (before.0 - g.nodes.len(), before.1 - g.inits.len())
+}
+
+/// Ops that stay in fp32 after [`to_fp16`]: normalisations, softmax and
+/// reductions, where fp16 overflows or loses the small differences that matter.
+pub const KEEP_FP32: &[&str] =
+    &["LayerNormalization", "Softmax", "BatchNormalization", "GlobalAveragePool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2"];
+
+fn cast(name: String, input: String, output: String, to: Elem) -> Node {
+    let to = match to {
+        Elem::F32 => crate::proto::tensor_proto::DataType::Float as i64,
+        Elem::F16 => crate::proto::tensor_proto::DataType::Float16 as i64,
+    };
+    Node { name, op: "Cast", inputs: vec![input], outputs: vec![output], attrs: vec![("to".into(), Attr::Int(to))] }
+}
+
+/// Converts float initializers and computation to fp16, except the
+/// [`KEEP_FP32`] ops, which get Casts around them and keep their own
+/// parameters in fp32. With `keep_io_fp32` the graph's inputs and outputs
+/// stay fp32 (Casts at the boundary). Returns the number of Casts inserted.
+pub fn to_fp16(g: &mut Graph, keep_io_fp32: bool) -> usize {
+    let keep = |op: &str| KEEP_FP32.contains(&op);
+    // Initializers read only by fp32 ops stay fp32.
+    let mut fp32_only: HashSet<String> = g.inits.iter().filter(|(_, c)| c.as_f32().is_some()).map(|(k, _)| k.clone()).collect();
+    for n in &g.nodes {
+        if !keep(n.op) {
+            for i in &n.inputs {
+                fp32_only.remove(i);
+            }
+        }
+    }
+    for (k, c) in g.inits.iter_mut() {
+        if let (Const::F32(a), false) = (&*c, fp32_only.contains(k)) {
+            *c = Const::F16(tensor::to_f16(a));
+        }
+    }
+    let mut nodes = Vec::with_capacity(g.nodes.len());
+    let mut casts = 0;
+    let mut used = HashSet::new();
+    let mut fresh = |base: String, g: &Graph| {
+        let mut n = base.clone();
+        let mut k = 0;
+        while used.contains(&n) || g.producer(&n).is_some() || g.inits.contains_key(&n) {
+            k += 1;
+            n = format!("{base}_{k}");
+        }
+        used.insert(n.clone());
+        n
+    };
+    if keep_io_fp32 {
+        for inp in g.inputs.clone() {
+            let h = fresh(format!("{}.fp16", inp.name), g);
+            g.rename_uses(&inp.name, &h);
+            nodes.push(cast(h.clone(), inp.name.clone(), h, Elem::F16));
+            casts += 1;
+        }
+    } else {
+        for inp in &mut g.inputs {
+            inp.elem = Elem::F16;
+        }
+    }
+    let mut to32: std::collections::HashMap<String, String> = Default::default();
+    for mut n in std::mem::take(&mut g.nodes) {
+        if keep(n.op) {
+            for t in n.inputs.iter_mut() {
+                let is_fp32_init = matches!(g.inits.get(t.as_str()), Some(Const::F32(_)) | Some(Const::I64(_)));
+                if t.is_empty() || is_fp32_init {
+                    continue;
+                }
+                let t32 = match to32.get(t.as_str()) {
+                    Some(x) => x.clone(),
+                    None => {
+                        let x = fresh(format!("{t}.fp32"), g);
+                        nodes.push(cast(x.clone(), t.clone(), x.clone(), Elem::F32));
+                        casts += 1;
+                        to32.insert(t.clone(), x.clone());
+                        x
+                    }
+                };
+                *t = t32;
+            }
+            let outs = n.outputs.clone();
+            let mut back = Vec::new();
+            for (k, o) in outs.iter().enumerate() {
+                let o32 = fresh(format!("{o}.fp32"), g);
+                n.outputs[k] = o32.clone();
+                back.push(cast(format!("{o}.to_fp16"), o32, o.clone(), Elem::F16));
+                casts += 1;
+            }
+            nodes.push(n);
+            nodes.extend(back);
+        } else {
+            nodes.push(n);
+        }
+    }
+    g.nodes = nodes;
+    if keep_io_fp32 {
+        for o in g.outputs.clone() {
+            let h = fresh(format!("{}.fp16", o.name), g);
+            for n in g.nodes.iter_mut() {
+                for t in n.inputs.iter_mut().chain(n.outputs.iter_mut()) {
+                    if *t == o.name {
+                        *t = h.clone();
+                    }
+                }
+            }
+            g.nodes.push(cast(format!("{}.to_fp32", o.name), h, o.name.clone(), Elem::F32));
+            casts += 1;
+        }
+    } else {
+        for o in &mut g.outputs {
+            o.elem = Elem::F16;
+        }
+    }
+    casts
+}
