@@ -620,7 +620,7 @@ mod tests {
         assert_eq!(red.data, vec![0.0, 1.0, 1.0]);
         // Contrast 0 leaves the mean luma everywhere.
         adjust_contrast(&mut x, 0.0);
-        let m = (g0 + 0.2989) / 2.0;
+        let m = (g0 + 0.2989 + 0.114 * 0.5) / 2.0;
         assert!(x.data.iter().all(|v| (v - m).abs() < 1e-6));
     }
 

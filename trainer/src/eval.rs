@@ -149,7 +149,7 @@ mod tests {
                     votes[ytr[j] as usize] += (sims[j] as f64 / t).exp();
                 }
                 let pred = (0..3).max_by(|&a, &b| votes[a].partial_cmp(&votes[b]).unwrap()).unwrap();
-                correct += (pred == yte[q] as usize) as usize;
+                correct += (pred == yte[q as usize] as usize) as usize;
             }
             assert!((got[si] - 100.0 * correct as f64 / 13.0).abs() < 1e-9, "setting {si}: {} vs {correct}/13", got[si]);
         }
@@ -160,7 +160,7 @@ mod tests {
         tch::manual_seed(0);
         let x = Tensor::randn([200, 4], (Kind::Float, Device::Cpu));
         let labels: Vec<u32> = Vec::<f32>::try_from(&x.select(1, 0)).unwrap().iter().map(|&v| (v > 0.0) as u32).collect();
-        let acc = linear_probe(&x, &labels, &x, &labels, 20, 0);
+        let acc = linear_probe(&x, &labels, &x, &labels, 300, 0);
         assert!(acc > 95.0, "{acc}");
     }
 }
