@@ -1,9 +1,77 @@
-//! `pretext data` (placeholder until implemented).
-use clap::Args;
+//! `pretext data inspect <path>`: splits, classes, counts, sizes, boxes,
+//! skips and duplicates of a dataset, and a contact-sheet PNG.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pretext_data::inspect::{contact_sheet, Summary};
+use pretext_data::{CacheStatus, Dataset, OpenOptions};
 
 #[derive(Args)]
-pub struct DataArgs {}
+pub struct DataArgs {
+    #[command(subcommand)]
+    cmd: DataCmd,
+}
 
-pub fn run(_a: DataArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`pretext data` is not implemented yet")
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Print a dataset's splits, classes, counts, image sizes, boxes, skips and
+    /// duplicates, and write a contact sheet of samples per class.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// A dataset directory, tarball (.tar.gz/.tgz/.tar) or file (IDX, CIFAR .bin).
+    path: PathBuf,
+    /// Folder for the contact sheet `inspect-<name>.png` (default: current folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Samples per class on the contact sheet.
+    #[arg(long, default_value_t = 8)]
+    per_class: usize,
+    /// Decode from the source, neither reading nor writing the cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+pub fn run(a: DataArgs) -> anyhow::Result<()> {
+    match a.cmd {
+        DataCmd::Inspect(a) => inspect(a),
+    }
+}
+
+fn inspect(a: InspectArgs) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")?.progress_chars("=> "));
+    let b = bar.clone();
+    let opts = OpenOptions {
+        no_cache: a.no_cache,
+        progress: Some(Arc::new(move |stage: &str, done, total| {
+            b.set_length(total);
+            b.set_message(stage.to_string());
+            b.set_position(done);
+        })),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let (d, status) = Dataset::open_with_report(&a.path, &opts).with_context(|| format!("opening {}", a.path.display()))?;
+    bar.finish_and_clear();
+    let took = t.elapsed().as_secs_f64();
+    match status {
+        CacheStatus::Hit(f) => println!("loaded from cache {} in {took:.2} s", f.display()),
+        CacheStatus::Written(f) => println!("decoded in {took:.2} s, cached to {}", f.display()),
+        CacheStatus::Rebuilt(f, why) => println!("cache {} was corrupt ({why}); decoded again in {took:.2} s", f.display()),
+        CacheStatus::Off => println!("decoded in {took:.2} s (no cache)"),
+    }
+    print!("{}", Summary::of(&d));
+    let dir = a.out.unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let png = dir.join(format!("inspect-{}.png", d.name()));
+    contact_sheet(&d, a.per_class.max(1)).save(&png).with_context(|| format!("writing {}", png.display()))?;
+    println!("contact sheet: {}", png.display());
+    Ok(())
 }

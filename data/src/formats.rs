@@ -63,7 +63,7 @@ pub(crate) fn is_image(f: &str) -> bool {
 pub(crate) fn decode_image(bytes: &[u8], file: &str) -> Result<(u32, u32, Vec<u8>, u8)> {
     let bad = |reason: String| DataError::Decode { file: file.to_string(), reason };
     if bytes.starts_with(&[0xff, 0xd8]) {
-        let tail = &bytes[bytes.len().saturating_sub(64)..];
+        let tail = &bytes[bytes.len().saturating_sub(1024)..];
         if !tail.windows(2).any(|w| w == [0xff, 0xd9]) {
             return Err(bad(format!("truncated JPEG: no end-of-image marker in {} bytes", bytes.len())));
         }
@@ -261,10 +261,11 @@ fn load_idx(src: &Source) -> Result<Dataset> {
     let mut images = Vec::new();
     let mut max_label = 0;
     for (rel, stem) in found {
-        let lrel = rel.replace("-images-idx3-ubyte", "-labels-idx1-ubyte");
-        if !src.has(&lrel) {
-            return Err(DataError::MissingFile { file: src.display(&lrel), listed_by: src.display(rel) });
-        }
+        let want = rel.replace("-images-idx3-ubyte", "-labels-idx1-ubyte");
+        let plain = want.trim_end_matches(".gz").to_string();
+        let Some(lrel) = [plain.clone(), format!("{plain}.gz")].into_iter().find(|l| src.has(l)) else {
+            return Err(DataError::MissingFile { file: src.display(&want), listed_by: src.display(rel) });
+        };
         let (idims, pixels) = read_idx(src, rel, IDX_IMAGES)?;
         let (ldims, labels) = read_idx(src, &lrel, IDX_LABELS)?;
         if ldims[0] != idims[0] {
