@@ -1,9 +1,568 @@
-//! `pretext bench` (placeholder until implemented).
+//! `pretext bench`: latency and throughput of pretext against the peers a
+//! user would pick instead, measured in the same run on the same weights
+//! and inputs.
+//!
+//! Systems: the pretext runtime with ONNX Runtime and with tract on the
+//! graph our exporter writes, libtorch eager through tch running the same
+//! backbone code as the trainer; peers (scripts/bench_peers.py): PyTorch
+//! eager and `torch.onnx.export` + onnxruntime, PyTorch for the training
+//! step, faiss `IndexFlatIP` for k-NN. Every system gets the same thread
+//! count. Output: a table on stdout, `bench.json`, and `bench.png`, each
+//! with the ratio to every peer.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use serde_json::{json, Value};
+
+#[path = "bench/chart.rs"]
+mod chart;
+#[path = "bench/flops.rs"]
+mod flops;
+#[path = "bench/peak.rs"]
+mod peak;
+#[path = "bench/prep.rs"]
+mod prep;
+#[path = "bench/stats.rs"]
+mod stats;
+#[path = "bench/systems.rs"]
+mod systems;
+
+use prep::{ModelCase, MODELS};
+use stats::{Summary, Timing};
 
 #[derive(Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Smoke run: ResNet-18 CIFAR at batches 1 and 8, short budgets, small k-NN query set.
+    #[arg(long)]
+    pub quick: bool,
+    /// Models, comma separated (resnet18-cifar, resnet50, vit-small, mobilenet_v2).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Option<Vec<String>>,
+    /// Batch sizes, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub batches: Option<Vec<usize>>,
+    /// Threads for every system (ORT intra-op, tract, libtorch, PyTorch, faiss).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Sections to run, comma separated: inference, training, augment, knn.
+    #[arg(long, value_delimiter = ',', default_value = "inference,training,augment,knn")]
+    pub sections: Vec<String>,
+    /// Timing budget per (model, batch, system) in seconds, after warm-up (at least --min-iters runs).
+    #[arg(long)]
+    pub budget: Option<f64>,
+    /// Minimum timed iterations per case.
+    #[arg(long)]
+    pub min_iters: Option<usize>,
+    /// Where weights, inputs, ONNX files and results go.
+    #[arg(long, short, default_value = "target/bench")]
+    pub out: PathBuf,
+    /// Skip the Python peers (no ratios).
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Python with torch, torchvision, timm, onnxruntime, faiss (default: $PRETEXT_PYTHON, then .venv/bin/python).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
 
-pub fn run(_a: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`pretext bench` is not implemented yet")
+/// Display names; the JSON uses the keys.
+const SYSTEMS: &[(&str, &str, bool)] = &[
+    ("pretext_ort", "pretext+ORT", false),
+    ("pretext_tract", "pretext+tract", false),
+    ("pretext_tch", "libtorch eager (tch)", false),
+    ("pytorch_eager", "PyTorch eager", true),
+    ("torch_onnx_ort", "torch.onnx+ORT", true),
+];
+const PEERS: &[&str] = &["pytorch_eager", "torch_onnx_ort"];
+
+fn system_label(key: &str) -> &str {
+    SYSTEMS.iter().find(|s| s.0 == key).map(|s| s.1).unwrap_or(key)
+}
+
+struct Plan {
+    models: Vec<String>,
+    batches: Vec<usize>,
+    timing: Timing,
+    train_batch: i64,
+    train_steps: usize,
+    knn_n: i64,
+    knn_queries: i64,
+    augment_images: usize,
+}
+
+fn plan(a: &BenchArgs) -> Result<Plan> {
+    let mut p = if a.quick {
+        Plan {
+            models: vec!["resnet18-cifar".into()],
+            batches: vec![1, 8],
+            timing: Timing { warmup: 1, min_iters: 3, max_iters: 50, budget_s: 0.3 },
+            train_batch: 32,
+            train_steps: 2,
+            knn_n: 50_000,
+            knn_queries: 100,
+            augment_images: 256,
+        }
+    } else {
+        Plan {
+            models: MODELS.iter().map(|s| s.to_string()).collect(),
+            batches: vec![1, 8, 32],
+            timing: Timing { warmup: 1, min_iters: 5, max_iters: 200, budget_s: 2.0 },
+            train_batch: 128,
+            train_steps: 5,
+            knn_n: 50_000,
+            knn_queries: 1000,
+            augment_images: 2048,
+        }
+    };
+    if let Some(m) = &a.models {
+        for name in m {
+            if !MODELS.contains(&name.as_str()) {
+                bail!("unknown model '{name}': expected one of {}", MODELS.join(", "));
+            }
+        }
+        p.models = m.clone();
+    }
+    if let Some(b) = &a.batches {
+        if b.is_empty() || b.contains(&0) {
+            bail!("--batches must be positive integers, got {b:?}");
+        }
+        p.batches = b.clone();
+    }
+    if let Some(s) = a.budget {
+        p.timing.budget_s = s;
+    }
+    if let Some(n) = a.min_iters {
+        p.timing.min_iters = n.max(1);
+    }
+    for s in &a.sections {
+        if !["inference", "training", "augment", "knn"].contains(&s.as_str()) {
+            bail!("unknown section '{s}': expected inference, training, augment, knn");
+        }
+    }
+    if a.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    Ok(p)
+}
+
+fn python(a: &BenchArgs) -> PathBuf {
+    a.python
+        .clone()
+        .or_else(|| std::env::var_os("PRETEXT_PYTHON").map(PathBuf::from))
+        .or_else(|| option_env!("PRETEXT_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"))
+}
+
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Lowers the case's backbone with pretext's exporter (default options:
+/// opset 17, fp32, BatchNorm and constant folding), as `pretext export` does.
+fn export_onnx(case: &ModelCase, path: &Path) -> Result<()> {
+    let opts = pretext_exporter::ExportOptions::default();
+    pretext_exporter::export_file(&case.weights, Some(case.config.clone()), path, &opts)
+        .with_context(|| format!("exporting {} to {}", case.weights.display(), path.display()))?;
+    Ok(())
+}
+
+/// Max |a - b| / max |b|: output agreement with the PyTorch eager reference.
+fn rel_diff(a: &[f32], b: &[f32]) -> Option<f64> {
+    if a.len() != b.len() || b.is_empty() {
+        return None;
+    }
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12) as f64;
+    Some(a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max) / scale)
+}
+
+/// One row of the inference table.
+#[derive(Clone, serde::Serialize)]
+struct Row {
+    model: String,
+    batch: usize,
+    system: String,
+    #[serde(flatten)]
+    summary: Summary,
+    images_per_s: f64,
+    gflops_per_s: f64,
+    fraction_of_peak: f64,
+    /// p50 latency of this system / p50 latency of each peer.
+    latency_ratio_vs: std::collections::BTreeMap<String, f64>,
+    max_rel_diff_vs_pytorch: Option<f64>,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let p = plan(&a)?;
+    let dir = a.out.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let started = std::time::Instant::now();
+    let load_before = loadavg();
+    if load_before.is_some_and(|l| l > 1.5) {
+        eprintln!("[bench] warning: load average {:.2} > 1.5; other processes share these cores, timings will be noisy", load_before.unwrap_or(0.0));
+    }
+    tch::set_num_threads(a.threads as i32);
+    tch::set_num_interop_threads(1);
+    let sections = |s: &str| a.sections.iter().any(|x| x == s);
+
+    eprintln!("[bench] measuring the f32 FMA peak on {} threads", a.threads);
+    let peak = peak::measure(a.threads, 3);
+    eprintln!("[bench] peak {:.1} GFLOP/s ({})", peak.gflops, peak.isa);
+
+    // ---- shared weights and inputs
+    let max_batch = *p.batches.iter().max().unwrap_or(&1) as i64;
+    let mut cases = Vec::new();
+    let mut onnx = std::collections::BTreeMap::new();
+    if sections("inference") {
+        for m in &p.models {
+            let case = prep::model_case(&dir, m, max_batch)?;
+            let path = dir.join(format!("{m}.onnx"));
+            let t0 = std::time::Instant::now();
+            let r = export_onnx(&case, &path).map(|_| t0.elapsed().as_secs_f64());
+            if let Err(e) = &r {
+                eprintln!("[bench] {m}: pretext export failed: {e:#}");
+            }
+            onnx.insert(m.clone(), r.map_err(|e| format!("{e:#}")));
+            cases.push(case);
+        }
+    }
+    let step_cfg = systems::StepConfig { lr: 0.03, momentum: 0.9, weight_decay: 5e-4, temperature: 0.5 };
+    let train = if sections("training") { Some(prep::train_case(&dir, p.train_batch)?) } else { None };
+    let knn_path = if sections("knn") { Some(prep::knn_case(&dir, p.knn_n, p.knn_queries, 512)?) } else { None };
+
+    // ---- Python peers
+    let peers: Value = if a.no_peers {
+        json!({})
+    } else {
+        let spec = json!({
+            "threads": a.threads,
+            "timing": p.timing,
+            "inference": if cases.is_empty() { Value::Null } else { json!({
+                "systems": PEERS,
+                "onnx_dir": dir,
+                "outputs": dir.join("peer_outputs.safetensors"),
+                "models": cases.iter().map(|c| json!({"name": c.name, "weights": c.weights, "input": c.input, "batches": p.batches})).collect::<Vec<_>>(),
+            })},
+            "training": train.as_ref().map(|t| json!({
+                "weights": t.weights, "input": t.views, "hidden": t.hidden, "out": t.out,
+                "lr": step_cfg.lr, "momentum": step_cfg.momentum, "weight_decay": step_cfg.weight_decay,
+                "temperature": step_cfg.temperature, "warmup": 1, "steps": p.train_steps,
+            })),
+            "knn": knn_path.as_ref().map(|k| json!({"data": k, "k": 20})),
+        });
+        let spec_path = dir.join("peers_spec.json");
+        std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
+        let out_path = dir.join("peers.json");
+        let py = python(&a);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_peers.py");
+        eprintln!("[bench] running the Python peers ({})", py.display());
+        let status = Command::new(&py)
+            .arg(&script)
+            .arg(&spec_path)
+            .arg(&out_path)
+            .env("OMP_NUM_THREADS", a.threads.to_string())
+            .status()
+            .with_context(|| format!("starting {} {}", py.display(), script.display()))?;
+        if !status.success() {
+            bail!("{} failed ({status}); rerun with --no-peers to measure pretext alone", script.display());
+        }
+        serde_json::from_slice(&std::fs::read(&out_path)?).with_context(|| format!("parsing {}", out_path.display()))?
+    };
+
+    // ---- inference
+    let mut rows: Vec<Row> = Vec::new();
+    let mut unavailable: Vec<String> = Vec::new();
+    let mut raw: Vec<(String, usize, String, Vec<f64>, Option<Vec<f32>>)> = Vec::new();
+    for case in &cases {
+        let tch_model = systems::TchModel::load(case)?;
+        let ort = match &onnx[&case.name] {
+            Ok(_) => {
+                let opts = pretext_runtime::OrtOptions {
+                    intra_threads: Some(a.threads),
+                    inter_threads: Some(1),
+                    ..Default::default()
+                };
+                Some((pretext_runtime::open_ort(&dir.join(format!("{}.onnx", case.name)), &opts)?, pretext_runtime::open_tract(&dir.join(format!("{}.onnx", case.name)))?))
+            }
+            Err(e) => {
+                unavailable.push(format!("{}: pretext+ORT and pretext+tract not measured: {e}", case.name));
+                None
+            }
+        };
+        for &b in &p.batches {
+            let x = systems::input_batch(case, b)?;
+            if let Some((o, t)) = &ort {
+                let m = systems::time_runtime(o.as_ref(), &x, &p.timing)?;
+                eprintln!("[bench] {} b{b} pretext_ort p50 {:.2} ms", case.name, Summary::of(&m.times_s).p50_ms);
+                raw.push((case.name.clone(), b, "pretext_ort".into(), m.times_s, Some(m.output)));
+                let m = systems::time_runtime(t.as_ref(), &x, &p.timing)?;
+                eprintln!("[bench] {} b{b} pretext_tract p50 {:.2} ms", case.name, Summary::of(&m.times_s).p50_ms);
+                raw.push((case.name.clone(), b, "pretext_tract".into(), m.times_s, Some(m.output)));
+            }
+            let m = tch_model.time(&x, &p.timing)?;
+            eprintln!("[bench] {} b{b} pretext_tch p50 {:.2} ms", case.name, Summary::of(&m.times_s).p50_ms);
+            raw.push((case.name.clone(), b, "pretext_tch".into(), m.times_s, Some(m.output)));
+        }
+    }
+    if let Some(list) = peers["inference"].as_array() {
+        for r in list {
+            let times: Vec<f64> = serde_json::from_value(r["times_s"].clone())?;
+            raw.push((r["model"].as_str().unwrap_or("").into(), r["batch"].as_u64().unwrap_or(0) as usize, r["system"].as_str().unwrap_or("").into(), times, None));
+        }
+    }
+    let peer_outputs = dir.join("peer_outputs.safetensors");
+    let mut macs = std::collections::BTreeMap::new();
+    for case in &cases {
+        let c = flops::count_forward(&pretext_models::Backbone::new(&case.config), 1, case.image_size);
+        macs.insert(case.name.clone(), c);
+    }
+    for (model, batch, system, times, output) in &raw {
+        let s = Summary::of(times);
+        let flop = macs.get(model).map(|c| c.flops() as f64).unwrap_or(f64::NAN) * *batch as f64;
+        let gflops = flop / (s.p50_ms / 1e3) / 1e9;
+        let mut ratio = std::collections::BTreeMap::new();
+        for peer in PEERS {
+            if let Some((_, _, _, pt, _)) = raw.iter().find(|r| &r.0 == model && r.1 == *batch && r.2 == *peer) {
+                ratio.insert(peer.to_string(), s.p50_ms / Summary::of(pt).p50_ms);
+            }
+        }
+        let diff = output.as_ref().and_then(|o| {
+            let (reference, _) = prep::read_f32(&peer_outputs, &format!("{model}/pytorch_eager/{batch}")).ok()?;
+            rel_diff(o, &reference)
+        });
+        rows.push(Row {
+            model: model.clone(),
+            batch: *batch,
+            system: system.clone(),
+            summary: s,
+            images_per_s: *batch as f64 / (s.p50_ms / 1e3),
+            gflops_per_s: gflops,
+            fraction_of_peak: gflops / peak.gflops,
+            latency_ratio_vs: ratio,
+            max_rel_diff_vs_pytorch: diff,
+        });
+    }
+    let order = |r: &Row| {
+        (
+            MODELS.iter().position(|m| *m == r.model).unwrap_or(99),
+            r.batch,
+            SYSTEMS.iter().position(|s| s.0 == r.system).unwrap_or(99),
+        )
+    };
+    rows.sort_by_key(order);
+
+    // ---- training
+    let mut training = Vec::new();
+    if let Some(t) = &train {
+        eprintln!("[bench] SimCLR step, batch {} (x2 views), {} steps", t.batch, p.train_steps);
+        let (times, losses) = systems::time_train_step(t, step_cfg, 1, p.train_steps)?;
+        let imgs = (2 * t.batch) as f64;
+        training.push(json!({"system": "pretext_tch", "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": losses}));
+        if let Some(pr) = peers["training"].as_array().and_then(|v| v.first()) {
+            let times: Vec<f64> = serde_json::from_value(pr["times_s"].clone())?;
+            training.push(json!({"system": "pytorch", "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": pr["losses"]}));
+        }
+    }
+
+    // ---- augmentation
+    let mut augment = Vec::new();
+    if sections("augment") {
+        use pretext_data::augment::Resolution;
+        let t = Timing { warmup: 1, min_iters: 3, max_iters: 50, budget_s: p.timing.budget_s };
+        for (label, res, size, side) in [("simclr cifar 32px", Resolution::Cifar, 32, 32), ("simclr imagenet 224px (from 256px)", Resolution::Imagenet, 224, 256)] {
+            let n = if side > 64 { p.augment_images / 16 } else { p.augment_images };
+            for threads in [1, a.threads] {
+                let times = systems::time_augment(res, size, side, n, threads, &t)?;
+                let s = Summary::of(&times);
+                let ips = n as f64 / (s.p50_ms / 1e3);
+                eprintln!("[bench] augment {label} {threads} thread(s): {ips:.0} img/s");
+                augment.push(json!({"pipeline": label, "threads": threads, "images": n, "images_per_s": ips,
+                    "images_per_s_per_core": ips / threads as f64, "summary": s}));
+            }
+        }
+    }
+
+    // ---- k-NN
+    let mut knn = Vec::new();
+    if let Some(path) = &knn_path {
+        let (times, top1, nq) = systems::time_knn(path, 20, a.threads, &p.timing)?;
+        let s = Summary::of(&times);
+        let mut row = json!({"system": "pretext_exact", "gallery": p.knn_n, "dim": 512, "queries": nq, "k": 20,
+            "summary": s, "queries_per_s": nq as f64 / (s.p50_ms / 1e3)});
+        if let Some(ft) = peers["knn"]["times_s"].as_array() {
+            let ft: Vec<f64> = ft.iter().filter_map(|v| v.as_f64()).collect();
+            let fs = Summary::of(&ft);
+            let faiss_top1: Vec<u32> = serde_json::from_value(peers["knn"]["top1"].clone()).unwrap_or_default();
+            let agree = top1.iter().zip(&faiss_top1).filter(|(a, b)| a == b).count() as f64 / nq.max(1) as f64;
+            row["time_ratio_vs_faiss"] = json!(s.p50_ms / fs.p50_ms);
+            row["top1_agreement_with_faiss"] = json!(agree);
+            knn.push(row);
+            knn.push(json!({"system": "faiss_flat_ip", "gallery": p.knn_n, "dim": 512, "queries": nq, "k": 20,
+                "summary": fs, "queries_per_s": nq as f64 / (fs.p50_ms / 1e3), "faiss": peers["knn"]["faiss"]}));
+        } else {
+            knn.push(row);
+        }
+    }
+
+    // ---- report
+    let report = json!({
+        "date_utc": utc_now(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "machine": {"cpu": cpu_model(), "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+                    "threads_per_system": a.threads, "load_before": load_before, "load_after": loadavg()},
+        "peak": peak,
+        "macs_per_image": macs.iter().map(|(k, c)| (k.clone(), json!({"macs": c.macs, "elementwise": c.elementwise,
+            "torch_flop_counter_flops": peers["torch_flop_counter"][k]}))).collect::<serde_json::Map<_, _>>(),
+        "inference": rows,
+        "unavailable": unavailable,
+        "training": training,
+        "augment": augment,
+        "knn": knn,
+        "targets": targets(&rows, &training, &knn),
+        "peers_versions": peers["versions"],
+        "wall_s": started.elapsed().as_secs_f64(),
+    });
+    let json_path = dir.join("bench.json");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)?;
+    print_table(&report, &rows);
+    let png = dir.join("bench.png");
+    chart::write_png(&png, "PRETEXT BENCH", &[format!("{} THREADS, P50", a.threads)], &chart_groups(&rows))?;
+    println!("\nwrote {} and {}", json_path.display(), png.display());
+    Ok(())
+}
+
+fn utc_now() -> String {
+    Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn fmt_ratio(r: Option<&f64>) -> String {
+    r.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
+}
+
+fn print_table(report: &Value, rows: &[Row]) {
+    let peak = &report["peak"];
+    println!("pretext bench, {} — {} threads per system, {}", report["date_utc"].as_str().unwrap_or(""), report["machine"]["threads_per_system"], report["machine"]["cpu"].as_str().unwrap_or(""));
+    println!("peak f32: {:.1} GFLOP/s ({})", peak["gflops"].as_f64().unwrap_or(0.0), peak["method"].as_str().unwrap_or(""));
+    println!("ratios are p50 latency of the row / p50 latency of the peer (< 1 = faster)\n");
+    println!(
+        "{:<15} {:>5} {:<21} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>11} {:>9}",
+        "model", "batch", "system", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "%peak", "vs eager", "vs t.onnx", "rel.diff"
+    );
+    for r in rows {
+        println!(
+            "{:<15} {:>5} {:<21} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8.1} {:>5.1}% {:>9} {:>11} {:>9}",
+            r.model,
+            r.batch,
+            system_label(&r.system),
+            r.summary.p50_ms,
+            r.summary.p90_ms,
+            r.summary.p99_ms,
+            r.images_per_s,
+            r.gflops_per_s,
+            100.0 * r.fraction_of_peak,
+            fmt_ratio(r.latency_ratio_vs.get("pytorch_eager")),
+            fmt_ratio(r.latency_ratio_vs.get("torch_onnx_ort")),
+            r.max_rel_diff_vs_pytorch.map(|d| format!("{d:.1e}")).unwrap_or_else(|| "-".into()),
+        );
+    }
+    for u in report["unavailable"].as_array().into_iter().flatten() {
+        println!("not measured: {}", u.as_str().unwrap_or(""));
+    }
+    if let Some(t) = report["training"].as_array().filter(|t| !t.is_empty()) {
+        println!("\ntraining: SimCLR step on ResNet-18 CIFAR (forward+backward+SGD, {} images/step)", t[0]["images_per_step"]);
+        let base = t.iter().find(|x| x["system"] == "pytorch").and_then(|x| x["images_per_s"].as_f64());
+        for x in t {
+            let ips = x["images_per_s"].as_f64().unwrap_or(f64::NAN);
+            println!("  {:<12} {:>8.1} img/s  p50 {:>8.1} ms/step  vs PyTorch {}", x["system"].as_str().unwrap_or(""), ips, x["summary"]["p50_ms"].as_f64().unwrap_or(f64::NAN), fmt_ratio(base.map(|b| ips / b).as_ref()));
+        }
+    }
+    if let Some(t) = report["augment"].as_array().filter(|t| !t.is_empty()) {
+        println!("\naugmentation alone (trainer's SimCLR pipeline, both views; random u8 images)");
+        for x in t {
+            println!("  {:<36} {} thread(s) {:>9.0} img/s  {:>9.0} img/s per core", x["pipeline"].as_str().unwrap_or(""), x["threads"], x["images_per_s"].as_f64().unwrap_or(f64::NAN), x["images_per_s_per_core"].as_f64().unwrap_or(f64::NAN));
+        }
+    }
+    if let Some(k) = report["knn"].as_array().filter(|t| !t.is_empty()) {
+        println!("\nk-NN exact search, top-{} over {} x {} (cosine = inner product), {} queries per search", k[0]["k"], k[0]["gallery"], k[0]["dim"], k[0]["queries"]);
+        for x in k {
+            println!("  {:<14} {:>10.0} queries/s  p50 {:>8.1} ms{}", x["system"].as_str().unwrap_or(""), x["queries_per_s"].as_f64().unwrap_or(f64::NAN), x["summary"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                x["time_ratio_vs_faiss"].as_f64().map(|r| format!("  time vs faiss {r:.2}x, top-1 agreement {:.3}", x["top1_agreement_with_faiss"].as_f64().unwrap_or(0.0))).unwrap_or_default());
+        }
+    }
+    if let Some(t) = report["targets"].as_array().filter(|t| !t.is_empty()) {
+        println!("\ntargets");
+        for x in t {
+            let v = x["value"].as_f64();
+            let met = match x["met"].as_bool() { Some(true) => "met", Some(false) => "MISSED", None => "not measured" };
+            println!("  {:<58} {:>8} (limit {} {:.1}x)  {met}", x["target"].as_str().unwrap_or(""), v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into()), if x["at_most"] == true { "<=" } else { ">=" }, x["limit"].as_f64().unwrap_or(0.0));
+        }
+    }
+}
+
+/// The targets, evaluated on this run's ratios.
+fn targets(rows: &[Row], training: &[Value], knn: &[Value]) -> Vec<Value> {
+    let p50 = |m: &str, b: usize, s: &str| rows.iter().find(|r| r.model == m && r.batch == b && r.system == s).map(|r| r.summary.p50_ms);
+    let mut out = Vec::new();
+    let mut push = |name: String, value: Option<f64>, limit: f64, at_most: bool| {
+        let met = value.map(|v| if at_most { v <= limit } else { v >= limit });
+        out.push(json!({"target": name, "value": value, "limit": limit, "at_most": at_most, "met": met}));
+    };
+    let mut cases: Vec<(String, usize)> = rows.iter().map(|r| (r.model.clone(), r.batch)).collect();
+    cases.dedup();
+    for (m, b) in &cases {
+        let ort = p50(m, *b, "pretext_ort");
+        push(format!("{m} b{b}: pretext+ORT / torch.onnx+ORT latency"), ort.zip(p50(m, *b, "torch_onnx_ort")).map(|(a, c)| a / c), 1.0, true);
+        if *b == 1 && (m == "resnet50" || m == "vit-small") {
+            push(format!("{m} b1: pretext+ORT / PyTorch eager latency"), ort.zip(p50(m, 1, "pytorch_eager")).map(|(a, c)| a / c), 0.7, true);
+        }
+        push(format!("{m} b{b}: tract / pretext+ORT latency"), p50(m, *b, "pretext_tract").zip(ort).map(|(a, c)| a / c), 3.0, true);
+    }
+    let ips = |s: &str| training.iter().find(|t| t["system"] == s).and_then(|t| t["images_per_s"].as_f64());
+    if !training.is_empty() {
+        push("training: pretext / PyTorch images/s".into(), ips("pretext_tch").zip(ips("pytorch")).map(|(a, b)| a / b), 1.0, false);
+    }
+    if !knn.is_empty() {
+        push("k-NN: pretext exact / faiss IndexFlatIP time".into(), knn[0]["time_ratio_vs_faiss"].as_f64(), 1.5, true);
+    }
+    out
+}
+
+fn chart_groups(rows: &[Row]) -> Vec<chart::Group> {
+    let mut groups: Vec<chart::Group> = Vec::new();
+    for r in rows {
+        let title = format!("{} BATCH {} (IMAGES/S)", r.model, r.batch);
+        if groups.last().map(|g| g.title != title).unwrap_or(true) {
+            groups.push(chart::Group { title, bars: Vec::new() });
+        }
+        let mut label = format!("{:.1}", r.images_per_s);
+        for (peer, short) in [("pytorch_eager", "EAGER"), ("torch_onnx_ort", "T.ONNX+ORT")] {
+            if r.system != peer {
+                if let Some(v) = r.latency_ratio_vs.get(peer) {
+                    label.push_str(&format!("  {v:.2}X {short}"));
+                }
+            }
+        }
+        let is_peer = PEERS.contains(&r.system.as_str());
+        groups.last_mut().expect("pushed above").bars.push(chart::Bar { system: system_label(&r.system).to_string(), value: r.images_per_s, label, is_peer });
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_diff_is_scaled_by_the_reference() {
+        assert_eq!(rel_diff(&[1.0, 2.0], &[1.0, 4.0]), Some(0.5));
+        assert_eq!(rel_diff(&[1.0], &[1.0, 2.0]), None);
+    }
 }

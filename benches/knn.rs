@@ -1,0 +1,7 @@
+//! Criterion: exact k-NN search over a 50,000 x 512 gallery.
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn bench(_c: &mut Criterion) {}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

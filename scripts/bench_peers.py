@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Python peers for `pretext bench`: what a user would run instead.
+
+Reads a JSON spec written by `pretext bench` (weights, inputs, thread count,
+timing budget), runs the peers on the SAME safetensors weights and inputs,
+and writes raw per-iteration times (seconds) as JSON; the Rust side computes
+every statistic so both sides are summarised identically.
+
+Peers:
+  inference  pytorch_eager     torchvision / timm model, eval mode, torch.inference_mode
+             torch_onnx_ort    torch.onnx.export(dynamo=False, opset 17) + onnxruntime CPU
+  training   pytorch           one SimCLR step on ResNet-18 CIFAR written like
+                               pretext's trainer: both views in one batch through
+                               backbone + projection head (Linear-BN-ReLU-Linear-BN),
+                               NT-Xent, SGD momentum, weight decay on weights only
+  knn        faiss_flat_ip     faiss.IndexFlatIP exact search, top-k
+
+Usage: bench_peers.py SPEC.json OUT.json
+"""
+import json
+import os
+import sys
+import time
+
+
+def log(msg):
+    print(f"[peers] {msg}", file=sys.stderr, flush=True)
+
+
+def load_st(path):
+    from safetensors.numpy import load_file
+    return load_file(path)
+
+
+# --------------------------------------------------------------------- models
+
+def build_model(name):
+    """The torchvision/timm module whose state-dict keys equal pretext's names, headless."""
+    import torch.nn as nn
+    import torchvision
+    if name == "resnet18-cifar":
+        m = torchvision.models.resnet18()
+        m.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        m.maxpool = nn.Identity()
+        m.fc = nn.Identity()
+    elif name == "resnet50":
+        m = torchvision.models.resnet50()
+        m.fc = nn.Identity()
+    elif name == "vit-small":
+        import timm
+        m = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
+    elif name == "mobilenet_v2":
+        m = torchvision.models.mobilenet_v2()
+        m.classifier = nn.Identity()
+    else:
+        raise SystemExit(f"bench_peers: unknown model '{name}'")
+    return m
+
+
+def load_weights(module, path, prefix="", exclude=None):
+    import torch
+    st = load_st(path)
+    sd = {k[len(prefix):]: torch.from_numpy(v) for k, v in st.items()
+          if k.startswith(prefix) and not (exclude and k.startswith(exclude))}
+    missing, unexpected = module.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise SystemExit(f"bench_peers: {path}: missing {missing[:5]} unexpected {unexpected[:5]}")
+
+
+class Timer:
+    """Warm-up, then iterate until both min_iters and budget_s are reached (or max_iters)."""
+
+    def __init__(self, t):
+        self.warmup = int(t["warmup"])
+        self.min_iters = int(t["min_iters"])
+        self.max_iters = int(t["max_iters"])
+        self.budget_s = float(t["budget_s"])
+
+    def run(self, f):
+        for _ in range(self.warmup):
+            f()
+        times = []
+        start = time.perf_counter()
+        while len(times) < self.max_iters:
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+            if len(times) >= self.min_iters and time.perf_counter() - start >= self.budget_s:
+                break
+        return times
+
+
+# ------------------------------------------------------------------ inference
+
+def bench_inference(spec, timer, out, flops):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    threads = spec["threads"]
+    inf = spec["inference"]
+    systems = inf["systems"]
+    outputs = {}
+    for m in inf["models"]:
+        name = m["name"]
+        model = build_model(name).eval()
+        load_weights(model, m["weights"])
+        x_all = load_st(m["input"])["x"]
+        from torch.utils.flop_counter import FlopCounterMode
+        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+            model(torch.from_numpy(x_all[:1]))
+        flops[name] = int(fc.get_total_flops())
+        sess = None
+        if "torch_onnx_ort" in systems:
+            onnx_path = os.path.join(inf["onnx_dir"], f"{name}.torch.onnx")
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                torch.onnx.export(model, torch.from_numpy(x_all[:1]), onnx_path, input_names=["input"],
+                                  output_names=["features"], dynamic_axes={"input": {0: "N"}, "features": {0: "N"}},
+                                  opset_version=17, dynamo=False)
+            log(f"{name}: torch.onnx.export {time.perf_counter() - t0:.1f}s")
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+        for b in m["batches"]:
+            x = np.ascontiguousarray(x_all[:b])
+            if "pytorch_eager" in systems:
+                xt = torch.from_numpy(x)
+                with torch.inference_mode():
+                    times = timer.run(lambda: model(xt))
+                    y = model(xt).numpy()
+                out.append({"system": "pytorch_eager", "model": name, "batch": b, "times_s": times})
+                outputs[f"{name}/pytorch_eager/{b}"] = y
+                log(f"{name} b{b} pytorch_eager p50 {sorted(times)[len(times) // 2] * 1e3:.1f} ms ({len(times)} it)")
+            if sess is not None:
+                times = timer.run(lambda: sess.run(None, {"input": x}))
+                y = sess.run(None, {"input": x})[0]
+                out.append({"system": "torch_onnx_ort", "model": name, "batch": b, "times_s": times})
+                outputs[f"{name}/torch_onnx_ort/{b}"] = y
+                log(f"{name} b{b} torch_onnx_ort p50 {sorted(times)[len(times) // 2] * 1e3:.1f} ms ({len(times)} it)")
+    if inf.get("outputs"):
+        from safetensors.numpy import save_file
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in outputs.items()}, inf["outputs"])
+
+
+# ------------------------------------------------------------------- training
+
+def nt_xent(z, temperature):
+    """SimCLR's NT-Xent over 2B embeddings: views i and i+B are positives."""
+    import torch
+    import torch.nn.functional as F
+    n = z.shape[0]
+    b = n // 2
+    z = F.normalize(z, dim=1)
+    sim = z @ z.t() / temperature
+    sim = sim.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))
+    labels = torch.cat([torch.arange(b, n), torch.arange(0, b)])
+    return F.cross_entropy(sim, labels)
+
+
+def bench_training(spec, timer, out):
+    import torch
+    import torch.nn as nn
+    tr = spec["training"]
+    backbone = build_model("resnet18-cifar")
+    load_weights(backbone, tr["weights"], exclude="projection_head.")
+    head = nn.Module()
+    head.layers = nn.Sequential(
+        nn.Linear(512, tr["hidden"], bias=False), nn.BatchNorm1d(tr["hidden"]), nn.ReLU(),
+        nn.Linear(tr["hidden"], tr["out"], bias=False), nn.BatchNorm1d(tr["out"]))
+    load_weights(head, tr["weights"], "projection_head.")
+    backbone.train()
+    head.train()
+    # Weight decay on conv/linear weights only, as pretext's trainer does.
+    params = list(backbone.parameters()) + list(head.parameters())
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": tr["weight_decay"]},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    opt = torch.optim.SGD(groups, lr=tr["lr"], momentum=tr["momentum"])
+    views = torch.from_numpy(load_st(tr["input"])["x"])
+    losses = []
+
+    def step():
+        z = head.layers(backbone(views))
+        loss = nt_xent(z, tr["temperature"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+
+    t = dict(spec["timing"])
+    t["warmup"] = tr["warmup"]
+    t["min_iters"] = tr["steps"]
+    t["max_iters"] = tr["steps"]
+    times = Timer(t).run(step)
+    out.append({"system": "pytorch", "images_per_step": int(views.shape[0]), "times_s": times, "losses": losses})
+    log(f"training pytorch {views.shape[0] / sorted(times)[len(times) // 2]:.1f} img/s, losses {losses}")
+
+
+# ------------------------------------------------------------------------ knn
+
+def bench_knn(spec, timer, out):
+    import faiss
+    import numpy as np
+    k = spec["knn"]
+    faiss.omp_set_num_threads(spec["threads"])
+    st = load_st(k["data"])
+    gallery = np.ascontiguousarray(st["gallery"])
+    queries = np.ascontiguousarray(st["queries"])
+    index = faiss.IndexFlatIP(gallery.shape[1])
+    index.add(gallery)
+    res = {}
+
+    def search():
+        res["d"], res["i"] = index.search(queries, k["k"])
+
+    times = timer.run(search)
+    out.update({"system": "faiss_flat_ip", "queries": int(queries.shape[0]), "times_s": times,
+                "top1": res["i"][:, 0].astype(int).tolist(), "faiss": faiss.__version__})
+    log(f"knn faiss {queries.shape[0] / sorted(times)[len(times) // 2]:.0f} q/s")
+
+
+def main():
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    spec = json.load(open(sys.argv[1]))
+    import torch
+    torch.set_num_threads(spec["threads"])
+    torch.set_num_interop_threads(1)
+    torch.manual_seed(0)
+    timer = Timer(spec["timing"])
+    import onnxruntime
+    result = {"versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                           "python": sys.version.split()[0]},
+              "threads": torch.get_num_threads(), "inference": [], "training": [], "knn": {}, "torch_flop_counter": {}}
+    if spec.get("inference"):
+        bench_inference(spec, timer, result["inference"], result["torch_flop_counter"])
+    if spec.get("training"):
+        bench_training(spec, timer, result["training"])
+    if spec.get("knn"):
+        bench_knn(spec, timer, result["knn"])
+    with open(sys.argv[2], "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main()

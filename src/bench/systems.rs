@@ -1,0 +1,168 @@
+//! The Rust-side systems: the pretext runtime (ONNX Runtime and tract) on
+//! the graph our exporter wrote, libtorch eager through tch on the same
+//! backbone code, the SimCLR training step, and exact k-NN search.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use ndarray::{ArrayD, IxDyn};
+use pretext_models::Backbone;
+use pretext_trainer::{Params, TchOps};
+use tch::{Device, Tensor};
+
+use super::prep::{read_f32, ModelCase, TrainCase};
+use super::stats::Timing;
+
+/// One measured inference series and the output it produced.
+pub struct Measured {
+    pub times_s: Vec<f64>,
+    /// Output of the last run, flattened (for the cross-system numeric check).
+    pub output: Vec<f32>,
+}
+
+/// The first `batch` images of the case's input.
+pub fn input_batch(case: &ModelCase, batch: usize) -> Result<ArrayD<f32>> {
+    let (data, shape) = read_f32(&case.input, "x")?;
+    anyhow::ensure!(shape[0] >= batch, "{}: {} images, batch {batch} asked", case.input.display(), shape[0]);
+    let per: usize = shape[1..].iter().product();
+    let mut s = shape.clone();
+    s[0] = batch;
+    Ok(ArrayD::from_shape_vec(IxDyn(&s), data[..batch * per].to_vec())?)
+}
+
+/// Times a pretext runtime backend (`open_ort`/`open_tract` result) on one batch.
+pub fn time_runtime(backend: &dyn pretext_runtime::Backend, x: &ArrayD<f32>, timing: &Timing) -> Result<Measured> {
+    let mut last = Vec::new();
+    let times = timing.run(|| -> Result<()> {
+        let out = backend.run(x.clone()).with_context(|| format!("{} run", backend.name()))?;
+        last = out.into_iter().next().context("graph has no output")?.into_raw_vec_and_offset().0;
+        Ok(())
+    })?;
+    Ok(Measured { times_s: times, output: last })
+}
+
+/// libtorch eager: the same backbone code the trainer runs, in eval mode under no_grad.
+pub struct TchModel {
+    backbone: Backbone,
+    params: Params,
+}
+
+impl TchModel {
+    pub fn load(case: &ModelCase) -> Result<Self> {
+        let backbone = Backbone::new(&case.config);
+        let params = Params::new(backbone.params(), Device::Cpu);
+        params.load_safetensors(&case.weights, "", true)?;
+        Ok(Self { backbone, params })
+    }
+
+    pub fn time(&self, x: &ArrayD<f32>, timing: &Timing) -> Result<Measured> {
+        let shape: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
+        let xt = Tensor::from_slice(x.as_slice().context("input not contiguous")?).reshape(&shape);
+        let mut last = None;
+        let times = timing.run(|| -> Result<()> {
+            let y = tch::no_grad(|| self.backbone.forward_features(&mut TchOps::new(&self.params, false), &xt));
+            last = Some(y);
+            Ok(())
+        })?;
+        let y = last.context("no run")?.contiguous();
+        Ok(Measured { times_s: times, output: Vec::try_from(y.flatten(0, -1))? })
+    }
+}
+
+/// Hyper-parameters of the timed training step (the same numbers go to the Python peer).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct StepConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub temperature: f64,
+}
+
+/// Times `steps` SimCLR steps of the trainer itself (`methods::simclr`:
+/// both views through backbone and projection head in one batch, NT-Xent,
+/// backward, the trainer's SGD with momentum, weight decay on weights only),
+/// exactly the calls of `pretext train`'s loop minus data loading.
+/// Returns per-step times and losses.
+pub fn time_train_step(case: &TrainCase, cfg: StepConfig, warmup: usize, steps: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    use pretext_trainer::methods::{self, StepCtx};
+    use pretext_trainer::optim::{Optimizer, OptimizerKind, Slot};
+    let backbone = Backbone::new(&pretext_models::BackboneConfig::from_name("resnet18-cifar")?);
+    let mut mc = methods::MethodConfig::preset("simclr", backbone.embed_dim())?;
+    mc.proj_hidden = case.hidden;
+    mc.proj_out = case.out;
+    mc.temperature = cfg.temperature;
+    let mut method = methods::build(&mc, backbone, Device::Cpu)?;
+    let mut slots = Vec::new();
+    for (_, params) in method.students() {
+        params.load_safetensors(&case.weights, "", true)?;
+        for (spec, t) in params.trainable() {
+            slots.push(Slot::new(spec.name.clone(), t.shallow_clone(), spec.kind));
+        }
+    }
+    let mut opt = Optimizer::new(OptimizerKind::Sgd, slots);
+    opt.momentum = cfg.momentum;
+    let (data, shape) = read_f32(&case.views, "x")?;
+    let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    let all = Tensor::from_slice(&data).reshape(&shape);
+    let views = [all.narrow(0, 0, case.batch), all.narrow(0, case.batch, case.batch)];
+    let mut losses = Vec::new();
+    let timing = Timing { warmup, min_iters: steps, max_iters: steps, budget_s: 0.0 };
+    let mut step = 0u64;
+    let times = timing.run(|| -> Result<()> {
+        let ctx = StepCtx { step, total_steps: (warmup + steps) as u64 };
+        opt.zero_grad();
+        let loss = method.loss(&views, &ctx)?;
+        losses.push(loss.double_value(&[]));
+        loss.backward();
+        opt.step(cfg.lr, cfg.weight_decay);
+        method.after_step(&ctx);
+        step += 1;
+        Ok(())
+    })?;
+    Ok((times, losses))
+}
+
+/// Exact top-k of every query with the runtime's k-NN search on a rayon pool
+/// of `threads` threads. Returns per-search times and each query's top-1 index.
+pub fn time_knn(path: &Path, k: usize, threads: usize, timing: &Timing) -> Result<(Vec<f64>, Vec<u32>, usize)> {
+    let (g, q) = knn_data(path)?;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let mut top1 = Vec::new();
+    let times = pool.install(|| {
+        timing.run(|| -> Result<()> {
+            let r = pretext_runtime::knn::exact_topk(g.view(), q.view(), k);
+            top1 = r.iter().map(|n| n.first().map(|x| x.index).unwrap_or(u32::MAX)).collect();
+            Ok(())
+        })
+    })?;
+    Ok((times, top1, q.nrows()))
+}
+
+/// The trainer's SimCLR augmentation (`Pipeline::preset`) on random u8
+/// images of `side` px: images/s on `threads` rayon threads (both views of
+/// each image count as one image).
+pub fn time_augment(res: pretext_data::augment::Resolution, size: usize, side: usize, images: usize, threads: usize, timing: &Timing) -> Result<Vec<f64>> {
+    use rand::{Rng, SeedableRng};
+    let pipe = pretext_data::augment::Pipeline::preset("simclr", res, size)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let data: Vec<Vec<u8>> = (0..images).map(|_| (0..side * side * 3).map(|_| rng.random::<u8>()).collect()).collect();
+    let refs: Vec<&[u8]> = data.iter().map(|v| v.as_slice()).collect();
+    let idx: Vec<u64> = (0..images as u64).collect();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let mut epoch = 0;
+    pool.install(|| {
+        timing.run(|| -> Result<()> {
+            let out = pipe.batch(&refs, side, side, 0, epoch, &idx)?;
+            epoch += 1;
+            std::hint::black_box(out);
+            Ok(())
+        })
+    })
+}
+
+/// Reads the k-NN case: (gallery, queries) as row-major matrices.
+pub fn knn_data(path: &Path) -> Result<(ndarray::Array2<f32>, ndarray::Array2<f32>)> {
+    let (g, gs) = read_f32(path, "gallery")?;
+    let (q, qs) = read_f32(path, "queries")?;
+    Ok((ndarray::Array2::from_shape_vec((gs[0], gs[1]), g)?, ndarray::Array2::from_shape_vec((qs[0], qs[1]), q)?))
+}
