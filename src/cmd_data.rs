@@ -1,5 +1,6 @@
 //! `pretext data inspect <path>`: splits, classes, counts, sizes, boxes,
 //! skips and duplicates of a dataset, and a contact-sheet PNG.
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,17 +62,21 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     let (d, status) = Dataset::open_with_report(&a.path, &opts).with_context(|| format!("opening {}", a.path.display()))?;
     bar.finish_and_clear();
     let took = t.elapsed().as_secs_f64();
-    match status {
-        CacheStatus::Hit(f) => println!("loaded from cache {} in {took:.2} s", f.display()),
-        CacheStatus::Written(f) => println!("decoded in {took:.2} s, cached to {}", f.display()),
-        CacheStatus::Rebuilt(f, why) => println!("cache {} was corrupt ({why}); decoded again in {took:.2} s", f.display()),
-        CacheStatus::Off => println!("decoded in {took:.2} s (no cache)"),
-    }
-    print!("{}", Summary::of(&d));
+    // Written, not printed: a closed pipe (`| head`) ends the report quietly.
+    let mut out = std::io::stdout().lock();
+    let head = match status {
+        CacheStatus::Hit(f) => writeln!(out, "loaded from cache {} in {took:.2} s", f.display()),
+        CacheStatus::Written(f) => writeln!(out, "decoded in {took:.2} s, cached to {}", f.display()),
+        CacheStatus::Rebuilt(f, why) => writeln!(out, "cache {} was corrupt ({why}); decoded again in {took:.2} s", f.display()),
+        CacheStatus::Off => writeln!(out, "decoded in {took:.2} s (no cache)"),
+    };
+    head.and_then(|_| write!(out, "{}", Summary::of(&d)))
+    .or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })?;
+    drop(out);
     let dir = a.out.unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let png = dir.join(format!("inspect-{}.png", d.name()));
     contact_sheet(&d, a.per_class.max(1)).save(&png).with_context(|| format!("writing {}", png.display()))?;
-    println!("contact sheet: {}", png.display());
+    eprintln!("contact sheet: {}", png.display());
     Ok(())
 }

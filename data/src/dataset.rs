@@ -50,7 +50,8 @@ pub struct BBox {
 /// Something a loader left out on purpose (see the crate docs for the policy).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Skip {
-    /// The file it was found in.
+    /// The file it was found in, relative to the dataset root (so cached
+    /// datasets do not depend on where the source was opened from).
     pub file: String,
     /// What was skipped, e.g. `box #3 RBC (504,337)-(504,337)`.
     pub what: String,

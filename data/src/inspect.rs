@@ -19,6 +19,9 @@ pub struct SplitSummary {
     pub size_min: (u32, u32),
     pub size_max: (u32, u32),
     pub size_mode: ((u32, u32), usize),
+    /// Smallest and largest width, and height, over the split.
+    pub width_range: (u32, u32),
+    pub height_range: (u32, u32),
     /// Detection: total kept boxes and min / max boxes on one image.
     pub boxes: usize,
     pub boxes_per_image: (usize, usize),
@@ -79,6 +82,8 @@ impl Summary {
                     size_min: sizes.keys().copied().min_by_key(area).unwrap_or_default(),
                     size_max: sizes.keys().copied().max_by_key(area).unwrap_or_default(),
                     size_mode: sizes.iter().max_by_key(|(_, &n)| n).map(|(&k, &n)| (k, n)).unwrap_or_default(),
+                    width_range: (sizes.keys().map(|s| s.0).min().unwrap_or(0), sizes.keys().map(|s| s.0).max().unwrap_or(0)),
+                    height_range: (sizes.keys().map(|s| s.1).min().unwrap_or(0), sizes.keys().map(|s| s.1).max().unwrap_or(0)),
                     boxes,
                     boxes_per_image: if boxes == 0 && bmin == usize::MAX { (0, 0) } else { (bmin, bmax) },
                 }
@@ -145,7 +150,8 @@ impl std::fmt::Display for Summary {
             let (w0, h0) = s.size_min;
             let (w1, h1) = s.size_max;
             let ((wm, hm), nm) = s.size_mode;
-            writeln!(f, "  image size: min {w0}x{h0}, max {w1}x{h1}, mode {wm}x{hm} ({nm} images)")?;
+            writeln!(f, "  image size: min {w0}x{h0}, max {w1}x{h1} (by area), mode {wm}x{hm} ({nm} images)")?;
+            writeln!(f, "  width {}..{}, height {}..{}", s.width_range.0, s.width_range.1, s.height_range.0, s.height_range.1)?;
             if self.task == Task::Detection {
                 writeln!(f, "  boxes: {} ({} to {} per image, mean {:.2})", s.boxes, s.boxes_per_image.0, s.boxes_per_image.1, s.boxes as f64 / s.images.max(1) as f64)?;
             }

@@ -63,7 +63,7 @@ fn finish(src: &Source, items: Vec<(String, String, String)>, splits: Vec<SplitD
             let [xmin, ymin, xmax, ymax] = o.b;
             if xmax <= xmin || ymax <= ymin {
                 d.skipped.push(Skip {
-                    file: src.display(xml),
+                    file: xml.clone(),
                     what: format!("box #{k} {} ({xmin},{ymin})-({xmax},{ymax})", o.name),
                     reason: if xmax == xmin || ymax == ymin { "zero area".into() } else { "inverted corners".into() },
                 });
