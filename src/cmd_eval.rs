@@ -1,9 +1,95 @@
-//! `pretext eval` (placeholder until implemented).
-use clap::Args;
+//! `pretext eval knn|linear|finetune <checkpoint or run dir> --data <path>`:
+//! evaluates a backbone checkpoint and, next to it, the same architecture at
+//! random init (seed 0) as the baseline.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use pretext_models::{Backbone, BackboneConfig};
+use pretext_trainer::eval::{features, knn_accuracy, linear_probe, ImageSet, KNN_SETTINGS};
+use pretext_trainer::finetune::{finetune, FinetuneOpts};
+use pretext_trainer::train::{eval_transform, load_splits};
+use pretext_trainer::Params;
+use tch::Device;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Protocol {
+    Knn,
+    Linear,
+    Finetune,
+}
 
 #[derive(Args)]
-pub struct EvalArgs {}
+pub struct EvalArgs {
+    protocol: Protocol,
+    /// A run dir (its backbone.safetensors) or a backbone safetensors file with `pretext.arch` metadata.
+    checkpoint: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    /// Training images used (gallery / probe / fine-tune set); 0 = all.
+    #[arg(long, default_value_t = 0)]
+    train_limit: usize,
+    #[arg(long, default_value_t = 100)]
+    epochs: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Skip the random-init baseline.
+    #[arg(long)]
+    no_baseline: bool,
+}
 
-pub fn run(_a: EvalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`pretext eval` is not implemented yet")
+fn backbone_file(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("backbone.safetensors")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    let file = backbone_file(&a.checkpoint);
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).with_context(|| format!("{}: not a safetensors file", file.display()))?;
+    let arch = md.metadata().as_ref().and_then(|m| m.get("pretext.arch")).with_context(|| format!("{}: no 'pretext.arch' metadata (not written by pretext train?)", file.display()))?;
+    let bc: BackboneConfig = serde_json::from_str(arch).with_context(|| format!("{}: bad pretext.arch", file.display()))?;
+    let device = match a.device.as_str() {
+        "cuda" => Device::Cuda(0),
+        _ => Device::Cpu,
+    };
+    let backbone = Backbone::new(&bc);
+    let size = bc.default_image_size();
+    let (train, test, _) = load_splits(&a.data)?;
+    let test = test.context("the dataset has no 'test' split")?;
+    let n = if a.train_limit > 0 { a.train_limit.min(train.n) } else { train.n };
+    let tr = ImageSet { n, ..train.images() };
+    let trained = Params::new(backbone.params(), device);
+    trained.load_safetensors(&file, "", true)?;
+    tch::manual_seed(0);
+    let random = Params::new(backbone.params(), device);
+    let mut runs = vec![("checkpoint", trained)];
+    if !a.no_baseline {
+        runs.push(("random init", random));
+    }
+    let t = eval_transform(size);
+    for (name, p) in &runs {
+        match a.protocol {
+            Protocol::Knn | Protocol::Linear => {
+                let ftr = features(&backbone, p, tr, &t, 512, device)?;
+                let fte = features(&backbone, p, test.images(), &t, 512, device)?;
+                if let Protocol::Knn = a.protocol {
+                    let acc = knn_accuracy(&ftr, &train.labels[..n], &fte, &test.labels, &KNN_SETTINGS, 1000);
+                    println!("{name:>12}: k-NN top-1 {:.2}% (k=20, T=0.07), {:.2}% (k=200, T=0.1)", acc[0], acc[1]);
+                } else {
+                    let acc = linear_probe(&ftr, &train.labels[..n], &fte, &test.labels, a.epochs, 0);
+                    println!("{name:>12}: linear probe top-1 {acc:.2}% ({} epochs on frozen features)", a.epochs);
+                }
+            }
+            Protocol::Finetune => {
+                let o = FinetuneOpts { epochs: a.epochs, batch_size: 128, lr: 0.05, weight_decay: 5e-4, seed: 0, device };
+                let acc = finetune(&backbone, p, tr, &train.labels[..n], test.images(), &test.labels, size as usize, &o)?;
+                println!("{name:>12}: fine-tuned top-1 {acc:.2}% ({} epochs)", a.epochs);
+            }
+        }
+    }
+    Ok(())
 }

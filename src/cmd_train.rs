@@ -1,9 +1,112 @@
-//! `pretext train` (placeholder until implemented).
+//! `pretext train`: self-supervised pretraining; every run's config is saved
+//! as `config.toml` in the run dir and `--config` re-runs it.
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::Args;
+use pretext_trainer::optim::OptimizerKind;
+use pretext_trainer::train::{train, TrainConfig};
 
 #[derive(Args)]
-pub struct TrainArgs {}
+pub struct TrainArgs {
+    /// simclr, moco_v2, byol, simsiam, dino, mae
+    #[arg(long, default_value = "simclr")]
+    method: String,
+    /// resnet18-cifar, resnet18, resnet50, vit-tiny-cifar, ...
+    #[arg(long, default_value = "resnet18-cifar")]
+    backbone: String,
+    /// First-stage channels of a ResNet (64 in torchvision).
+    #[arg(long)]
+    width: Option<i64>,
+    /// Dataset: a tarball or folder the data crate opens (CIFAR-10 JPEG tarball, image folders, ...).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    epochs: Option<u64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// sgd, lars or adamw
+    #[arg(long)]
+    optimizer: Option<OptimizerKind>,
+    #[arg(long)]
+    clip_grad: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run dir (config.toml, metrics.jsonl, checkpoints, plots).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue from the run dir's checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// cpu or cuda
+    #[arg(long)]
+    device: Option<String>,
+    /// Stop with a checkpoint after this many minutes of training.
+    #[arg(long)]
+    max_minutes: Option<f64>,
+    /// Run k-NN on the test split every N epochs (fractions allowed).
+    #[arg(long)]
+    knn_every: Option<f64>,
+    /// Training images used as the k-NN gallery (0 = all).
+    #[arg(long)]
+    knn_train: Option<usize>,
+    /// Train on the first N images only.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Stop after N steps of this invocation (for tests of --resume).
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// libtorch intra-op threads (default: libtorch's choice, all cores).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// DINO local crops.
+    #[arg(long)]
+    n_local: Option<usize>,
+    /// Re-run a saved config (flags given too override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
 
-pub fn run(_a: TrainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`pretext train` is not implemented yet")
+pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    let mut c = match &a.config {
+        Some(p) => toml::from_str::<TrainConfig>(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?).with_context(|| format!("parsing {}", p.display()))?,
+        None => {
+            let mut c = TrainConfig::defaults(&a.method, &a.backbone)?;
+            c.out = PathBuf::from(format!("runs/{}-{}", c.method.name, a.backbone));
+            c
+        }
+    };
+    if a.config.is_none() {
+        c.width = a.width;
+    } else if a.width.is_some() {
+        c.width = a.width;
+    }
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    set!(data, epochs, batch_size, lr, weight_decay, warmup_epochs, optimizer, clip_grad, seed, out, device, max_minutes, knn_every, knn_train, limit, checkpoint_every, stop_after, threads);
+    if a.weight_decay.is_some() {
+        c.final_weight_decay = c.weight_decay;
+    }
+    if let Some(n) = a.n_local {
+        c.method.n_local = n;
+    }
+    if c.data.as_os_str().is_empty() {
+        anyhow::bail!("--data is required (e.g. ../shared/data/cifar10-jpg.tar.gz)");
+    }
+    let s = train(&c, a.resume, !a.quiet).with_context(|| format!("training run {}", c.out.display()))?;
+    let knn = s.last_knn.map(|(a, b)| format!(", k-NN top-1 {a:.2}% (k=20, T=0.07) / {b:.2}% (k=200, T=0.1)")).unwrap_or_default();
+    println!("{} after {} steps, {:.0} images/s{knn}; run dir {}", if s.finished { "finished" } else { "stopped" }, s.steps, s.images_per_s, c.out.display());
+    Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod eval;
+pub mod finetune;
 pub mod loss;
 pub mod methods;
 pub mod optim;

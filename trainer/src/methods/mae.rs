@@ -11,6 +11,8 @@ use crate::backend::{Params, TchOps};
 use crate::loss;
 
 pub struct Mae {
+    /// Fixed masking noise for the next step (step-equivalence tests); consumed by `loss`.
+    pub next_noise: Option<Tensor>,
     backbone: Backbone,
     vit: Vit,
     decoder: Vit,
@@ -22,8 +24,14 @@ pub struct Mae {
 /// Random masking by argsort of uniform noise (MAE's `random_masking`).
 /// Returns `(ids_keep (B, keep), ids_restore (B, N), mask (B, N) with 1 = masked)`.
 pub fn random_masking(b: i64, n: i64, ratio: f64, device: Device) -> (Tensor, Tensor, Tensor) {
+    masking_from_noise(&Tensor::rand([b, n], (Kind::Float, device)), ratio)
+}
+
+/// The masking of [`random_masking`] for given noise (B, N): the lowest-noise patches are kept.
+pub fn masking_from_noise(noise: &Tensor, ratio: f64) -> (Tensor, Tensor, Tensor) {
+    let (b, n) = noise.size2().expect("noise is (B, N)");
+    let device = noise.device();
     let keep = ((n as f64) * (1.0 - ratio)).round() as i64;
-    let noise = Tensor::rand([b, n], (Kind::Float, device));
     let ids_shuffle = noise.argsort(1, false);
     let ids_restore = ids_shuffle.argsort(1, false);
     let ids_keep = ids_shuffle.narrow(1, 0, keep);
@@ -59,15 +67,23 @@ impl Mae {
         ds.push(ParamSpec::new("decoder_pred.bias", &[pp], Init::Zeros, ParamKind::NoDecay));
         let params = Params::new(backbone.params(), device);
         let dec = Params::new(ds, device);
-        Ok(Self { backbone, vit, decoder, params, dec, mask_ratio: c.mask_ratio })
+        Ok(Self { next_noise: None, backbone, vit, decoder, params, dec, mask_ratio: c.mask_ratio })
     }
 
-    /// Loss and mask for one batch of images.
+    /// Loss and mask for one batch of images, with fresh random masks.
     pub fn forward_loss(&self, x: &Tensor) -> (Tensor, Tensor) {
+        self.forward_loss_with(x, None)
+    }
+
+    /// Loss and mask; `noise` (B, N) fixes the masking (the lowest values are kept).
+    pub fn forward_loss_with(&self, x: &Tensor, noise: Option<&Tensor>) -> (Tensor, Tensor) {
         let mut o = TchOps::new(&self.params, true);
         let tokens = self.vit.embed_patches(&mut o, x);
         let (b, n, d) = tokens.size3().expect("tokens are (B, N, D)");
-        let (ids_keep, ids_restore, mask) = random_masking(b, n, self.mask_ratio, x.device());
+        let (ids_keep, ids_restore, mask) = match noise {
+            Some(z) => masking_from_noise(z, self.mask_ratio),
+            None => random_masking(b, n, self.mask_ratio, x.device()),
+        };
         let keep = ids_keep.size()[1];
         let vis = tokens.gather(1, &ids_keep.unsqueeze(-1).expand([b, keep, d], false), false);
         let cls = self.vit.cls_token(&mut o, &vis);
@@ -97,9 +113,13 @@ impl Method for Mae {
     fn students(&self) -> Vec<(&'static str, &Params)> {
         vec![("", &self.params), ("decoder.", &self.dec)]
     }
+    fn set_mask_noise(&mut self, noise: Tensor) {
+        self.next_noise = Some(noise);
+    }
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("mae", views, 1)?;
-        Ok(self.forward_loss(&views[0]).0)
+        let noise = self.next_noise.take();
+        Ok(self.forward_loss_with(&views[0], noise.as_ref()).0)
     }
 }
 

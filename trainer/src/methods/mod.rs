@@ -144,6 +144,8 @@ pub trait Method {
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> Result<Tensor, MethodError>;
     /// After the optimizer step: EMA teacher, queue, center.
     fn after_step(&mut self, _ctx: &StepCtx) {}
+    /// Fixes the random masking of the next step (MAE; a no-op elsewhere). For step-equivalence tests.
+    fn set_mask_noise(&mut self, _noise: Tensor) {}
     /// Loss state (queue, center): live handles, restored by copying into them.
     fn state(&self) -> Vec<(String, Tensor)> {
         vec![]

@@ -37,9 +37,9 @@ impl Method for SimClr {
     }
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("simclr", views, 2)?;
-        // One forward over both views, as lightly's example: BN statistics over 2B samples.
-        let b = views[0].size()[0];
-        let z = embed(&self.backbone, &self.head, &self.params, &Tensor::cat(&views[..2], 0));
-        Ok(loss::nt_xent(&z.narrow(0, 0, b), &z.narrow(0, b, b), self.temperature))
+        // One forward per view, as lightly's example: BatchNorm statistics per view.
+        let z0 = embed(&self.backbone, &self.head, &self.params, &views[0]);
+        let z1 = embed(&self.backbone, &self.head, &self.params, &views[1]);
+        Ok(loss::nt_xent(&z0, &z1, self.temperature))
     }
 }

@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""Step-equivalence fixtures for the trainer's six methods.
+
+For each method at a tiny config, writes trainer/tests/fixtures/<method>.safetensors:
+  init.<name>           student weights/buffers before the step (teacher starts as a copy)
+  view<i>               the augmented views fed to the step
+  state_init.<k>        loss state before the step (MoCo queue, DINO center)
+  noise                 MAE masking noise (lowest values are kept)
+  after.student.<name>  student after one SGD step
+  after.teacher.<name>  EMA teacher after the update
+  after.state.<k>       loss state after the step
+and metadata: loss, grad norms per parameter group and per tensor, and the
+hyper-parameters. The reference is lightly's losses (NTXentLoss,
+NegativeCosineSimilarity, DINOLoss) and the papers' pseudo-code (MoCo queue,
+MAE), on a torchvision-named ResNet / timm ViT.
+
+Run: .venv/bin/python scripts/gen_method_fixtures.py   (needs torch, timm, lightly, safetensors)
+"""
+import json
+import math
+import os
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from lightly.loss import DINOLoss, NegativeCosineSimilarity, NTXentLoss
+from timm.models.vision_transformer import Block, VisionTransformer
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "trainer", "tests", "fixtures")
+B, S, WIDTH, LAYERS = 8, 16, 4, [1, 1, 1, 1]
+LR, MOMENTUM, WD, TOTAL_STEPS = 0.1, 0.9, 1e-4, 10
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = self.bn2(self.conv2(h))
+        return F.relu(h + (self.downsample(x) if self.downsample is not None else x))
+
+
+class ResNetCifar(nn.Module):
+    """torchvision ResNet names, CIFAR stem (3x3 stride 1, no max-pool), configurable width."""
+
+    def __init__(self, width, layers):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        cin = width
+        for i, n in enumerate(layers):
+            cout = width * 2**i
+            blocks = []
+            for j in range(n):
+                blocks.append(BasicBlock(cin, cout, 2 if (i > 0 and j == 0) else 1))
+                cin = cout
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.embed_dim = cin
+
+    def forward(self, x):
+        h = F.relu(self.bn1(self.conv1(x)))
+        for i in range(4):
+            h = getattr(self, f"layer{i + 1}")(h)
+        return h.mean((2, 3))
+
+
+class Head(nn.Module):
+    """lightly's ProjectionHead layout: blocks (in, out, batchnorm, act) in `layers`."""
+
+    def __init__(self, blocks):
+        super().__init__()
+        mods = []
+        for cin, cout, bn, act in blocks:
+            mods.append(nn.Linear(cin, cout, bias=not bn))
+            if bn:
+                mods.append(nn.BatchNorm1d(cout))
+            if act == "relu":
+                mods.append(nn.ReLU())
+            elif act == "gelu":
+                mods.append(nn.GELU())
+        self.layers = nn.Sequential(*mods)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def two_layer(i, h, o):
+    return Head([(i, h, True, "relu"), (h, o, False, None)])
+
+
+def decays(name, p):
+    return p.ndim >= 2 and not any(k in name for k in ["cls_token", "pos_embed", "mask_token"])
+
+
+def group(name):
+    for g in ["projection_head", "prediction_head", "decoder"]:
+        if name.startswith(g):
+            return g
+    return "backbone"
+
+
+def cosine(step, total, start, end):
+    return end if total <= 1 else end - (end - start) * (math.cos(math.pi * step / (total - 1)) + 1) / 2
+
+
+def run(method, student, loss_fn, views, teacher=None, state_init=None, state_after=None, extra_meta=None, noise=None):
+    """One step: loss, backward, grad norms, SGD (no wd on norms/biases), EMA; then `state_after()`
+    gives the loss state after the step (queue, center)."""
+    init = {f"init.{k}": v.detach().clone() for k, v in student.state_dict().items()}
+    if teacher is not None:
+        teacher.load_state_dict({k: v for k, v in student.state_dict().items() if k in teacher.state_dict()})
+    state_init = {f"state_init.{k}": v.clone() for k, v in (state_init or {}).items()}
+    params = dict(student.named_parameters())
+    opt = torch.optim.SGD(
+        [
+            {"params": [p for n, p in params.items() if decays(n, p)], "weight_decay": WD},
+            {"params": [p for n, p in params.items() if not decays(n, p)], "weight_decay": 0.0},
+        ],
+        lr=LR,
+        momentum=MOMENTUM,
+    )
+    loss = loss_fn()
+    loss.backward()
+    groups = {}
+    per = {}
+    for n, p in params.items():
+        if p.grad is None:
+            continue
+        g = group(n)
+        groups[g] = groups.get(g, 0.0) + float(p.grad.double().pow(2).sum())
+        per[n] = float(p.grad.double().norm())
+    opt.step()
+    out = dict(init)
+    out.update(state_init)
+    for i, v in enumerate(views):
+        out[f"view{i}"] = v
+    if noise is not None:
+        out["noise"] = noise
+    out.update({f"after.student.{k}": v.detach().clone() for k, v in student.state_dict().items()})
+    tau = None
+    if teacher is not None:
+        tau = cosine(0, TOTAL_STEPS, extra_meta["tau"], 1.0)
+        with torch.no_grad():
+            sp = dict(student.named_parameters())
+            for n, p in teacher.named_parameters():
+                p.mul_(tau).add_(sp[n], alpha=1 - tau)
+        out.update({f"after.teacher.{k}": v.detach().clone() for k, v in teacher.state_dict().items()})
+    for k, v in (state_after() if state_after else {}).items():
+        out[f"after.state.{k}"] = v.clone()
+    out = {k: v.contiguous().float() if v.dtype != torch.int64 else v.contiguous() for k, v in out.items()}
+    meta = {
+        "loss": repr(float(loss.detach())),
+        "grad_norms": json.dumps({g: math.sqrt(v) for g, v in groups.items()}),
+        "grad_norms_per_tensor": json.dumps(per),
+        "lr": repr(LR), "momentum": repr(MOMENTUM), "weight_decay": repr(WD), "total_steps": str(TOTAL_STEPS),
+        "config": json.dumps(extra_meta or {}),
+    }
+    save_file(out, os.path.join(OUT, f"{method}.safetensors"), metadata=meta)
+    print(f"{method}: loss {float(loss):.6f} groups {sorted(groups)} tensors {len(out)}")
+
+
+class Net(nn.Module):
+    def __init__(self, heads):
+        super().__init__()
+        self.backbone = ResNetCifar(WIDTH, LAYERS)
+        for k, v in heads.items():
+            setattr(self, k, v)
+
+    def state_dict(self, *a, **k):
+        sd = super().state_dict(*a, **k)
+        return {(n[len("backbone."):] if n.startswith("backbone.") else n): v for n, v in sd.items()}
+
+    def named_parameters(self, *a, **k):
+        for n, p in super().named_parameters(*a, **k):
+            yield (n[len("backbone."):] if n.startswith("backbone.") else n), p
+
+    def load_state_dict(self, sd, strict=True):
+        sd = {(n if any(n.startswith(h) for h in ["projection_head", "prediction_head"]) else "backbone." + n): v for n, v in sd.items()}
+        return super().load_state_dict(sd, strict=strict)
+
+
+def views(n, size=S):
+    return [torch.randn(B, 3, size, size) for _ in range(n)]
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    D = WIDTH * 8
+    H, O = 32, 16
+
+    torch.manual_seed(0)
+    m = Net({"projection_head": Head([(D, H, True, "relu"), (H, O, True, None)])}).train()
+    x = views(2)
+    crit = NTXentLoss(temperature=0.5)
+    run("simclr", m, lambda: crit(m.projection_head(m.backbone(x[0])), m.projection_head(m.backbone(x[1]))), x,
+        extra_meta={"proj_hidden": H, "proj_out": O, "temperature": 0.5})
+
+    torch.manual_seed(1)
+    m = Net({"projection_head": two_layer(D, H, O), "prediction_head": two_layer(O, H, O)}).train()
+    t = Net({"projection_head": two_layer(D, H, O)}).train()
+    x = views(2)
+    ncs = NegativeCosineSimilarity()
+
+    def byol():
+        p0 = m.prediction_head(m.projection_head(m.backbone(x[0])))
+        p1 = m.prediction_head(m.projection_head(m.backbone(x[1])))
+        with torch.no_grad():
+            z0 = t.projection_head(t.backbone(x[0]))
+            z1 = t.projection_head(t.backbone(x[1]))
+        return 0.5 * (ncs(p0, z1) + ncs(p1, z0))
+
+    run("byol", m, byol, x, teacher=t, extra_meta={"proj_hidden": H, "proj_out": O, "tau": 0.99})
+
+    torch.manual_seed(2)
+    m = Net({"projection_head": Head([(D, H, True, "relu"), (H, H, True, "relu"), (H, O, True, None)]), "prediction_head": two_layer(O, 8, O)}).train()
+    x = views(2)
+
+    def simsiam():
+        z0 = m.projection_head(m.backbone(x[0]))
+        z1 = m.projection_head(m.backbone(x[1]))
+        p0, p1 = m.prediction_head(z0), m.prediction_head(z1)
+        return 0.5 * (ncs(p0, z1.detach()) + ncs(p1, z0.detach()))
+
+    run("simsiam", m, simsiam, x, extra_meta={"proj_hidden": H, "proj_out": O, "pred_hidden": 8})
+
+    # MoCo v2 (He et al. alg. 1 with the v2 MLP head): logits [q.k+, q.queue] / T, label 0.
+    torch.manual_seed(3)
+    m = Net({"projection_head": Head([(D, H, False, "relu"), (H, O, False, None)])}).train()
+    t = Net({"projection_head": Head([(D, H, False, "relu"), (H, O, False, None)])}).train()
+    x = views(2)
+    K = 16
+    queue = F.normalize(torch.randn(K, O), dim=1)
+    state = {"queue": queue.clone(), "queue_ptr": torch.zeros(1, dtype=torch.int64)}
+
+    def moco():
+        q = F.normalize(m.projection_head(m.backbone(x[0])), dim=1)
+        with torch.no_grad():
+            k = F.normalize(t.projection_head(t.backbone(x[1])), dim=1)
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ F.normalize(state["queue"], dim=1).T], 1) / 0.2
+        loss = F.cross_entropy(logits, torch.zeros(B, dtype=torch.long))
+        state["_k"] = k
+        return loss
+
+    def moco_after():
+        k = state.pop("_k")
+        q = state["queue"].clone()
+        q[0:B] = k
+        return {"queue": q, "queue_ptr": torch.tensor([B % K], dtype=torch.int64)}
+
+    run("moco_v2", m, moco, x, teacher=t, state_init={k: v.clone() for k, v in state.items()}, state_after=moco_after, extra_meta={"proj_hidden": H, "proj_out": O, "tau": 0.99, "temperature": 0.2, "queue_size": K})
+
+    # DINO on the ResNet: 2 global + 2 local crops, lightly's DINOLoss.
+    torch.manual_seed(4)
+    OUTD, BOT = 64, 16
+
+    class DinoHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = Head([(D, H, False, "gelu"), (H, H, False, "gelu"), (H, BOT, False, None)]).layers
+            self.last_layer = nn.Module()
+            self.last_layer.weight = nn.Parameter(torch.randn(OUTD, BOT) * 0.1)
+
+        def forward(self, x):
+            return F.linear(F.normalize(self.layers(x), dim=-1), F.normalize(self.last_layer.weight, dim=1))
+
+    m = Net({"projection_head": DinoHead()}).train()
+    t = Net({"projection_head": DinoHead()}).train()
+    x = views(2) + views(2, S // 2)
+    crit = DINOLoss(output_dim=OUTD, warmup_teacher_temp=0.04, teacher_temp=0.07, student_temp=0.1, center_momentum=0.9)
+    dstate = {}
+
+    def fwd(net, vs):
+        out = []
+        for size in sorted({v.shape[-1] for v in vs}, reverse=True):
+            group_v = [v for v in vs if v.shape[-1] == size]
+            out.extend(net.projection_head(net.backbone(torch.cat(group_v))).chunk(len(group_v)))
+        return out
+
+    def dino():
+        with torch.no_grad():
+            to = fwd(t, x[:2])
+        so = fwd(m, x)
+        loss = crit(to, so, teacher_temp=0.04)
+        dstate["center"] = crit.center.reshape(1, OUTD).clone()
+        return loss
+
+    run("dino", m, dino, x, teacher=t, state_init={"center": torch.zeros(1, OUTD)}, state_after=lambda: dstate, extra_meta={"proj_hidden": H, "dino_out": OUTD, "dino_bottleneck": BOT, "tau": 0.99,
+                                                                      "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "student_temp": 0.1, "center_momentum": 0.9, "n_local": 2})
+
+    # MAE (He et al.): timm ViT encoder on visible tokens, 1-block decoder, normalized-pixel loss.
+    torch.manual_seed(5)
+    E, DD, P = 32, 16, 4
+    N = (S // P) ** 2
+
+    class Mae(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vit = VisionTransformer(img_size=S, patch_size=P, embed_dim=E, depth=1, num_heads=2, num_classes=0, qkv_bias=True)
+            self.decoder = nn.Module()
+            self.decoder.decoder_embed = nn.Linear(E, DD)
+            self.decoder.mask_token = nn.Parameter(torch.randn(1, 1, DD) * 0.02)
+            self.decoder.decoder_pos_embed = nn.Parameter(torch.randn(1, N + 1, DD) * 0.02)
+            self.decoder.blocks = nn.ModuleList([Block(DD, 2, 4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))])
+            self.decoder.norm = nn.LayerNorm(DD, eps=1e-6)
+            self.decoder.decoder_pred = nn.Linear(DD, P * P * 3)
+
+        def forward(self, imgs, noise):
+            v = self.vit
+            x = v.patch_embed(imgs) + v.pos_embed[:, 1:]
+            keep = int(round(N * 0.25))
+            ids_shuffle = torch.argsort(noise, dim=1)
+            ids_restore = torch.argsort(ids_shuffle, dim=1)
+            ids_keep = ids_shuffle[:, :keep]
+            x = torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, E))
+            mask = torch.ones(B, N)
+            mask[:, :keep] = 0
+            mask = torch.gather(mask, 1, ids_restore)
+            cls = (v.cls_token + v.pos_embed[:, :1]).expand(B, -1, -1)
+            x = torch.cat([cls, x], 1)
+            for blk in v.blocks:
+                x = blk(x)
+            x = v.norm(x)
+            d = self.decoder
+            x = d.decoder_embed(x)
+            masks = d.mask_token.repeat(B, N - keep, 1)
+            x_ = torch.gather(torch.cat([x[:, 1:], masks], 1), 1, ids_restore.unsqueeze(-1).repeat(1, 1, DD))
+            x = torch.cat([x[:, :1], x_], 1) + d.decoder_pos_embed
+            for blk in d.blocks:
+                x = blk(x)
+            pred = d.decoder_pred(d.norm(x))[:, 1:]
+            h = S // P
+            target = imgs.reshape(B, 3, h, P, h, P).permute(0, 2, 4, 3, 5, 1).reshape(B, N, P * P * 3)
+            mean = target.mean(-1, keepdim=True)
+            var = target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+            loss = ((pred - target) ** 2).mean(-1)
+            return (loss * mask).sum() / mask.sum()
+
+    class MaeNet(Mae):
+        def state_dict(self, *a, **k):
+            sd = nn.Module.state_dict(self, *a, **k)
+            return {(n[4:] if n.startswith("vit.") else n): v for n, v in sd.items()}
+
+        def named_parameters(self, *a, **k):
+            for n, p in nn.Module.named_parameters(self, *a, **k):
+                yield (n[4:] if n.startswith("vit.") else n), p
+
+    m = MaeNet().train()
+    x = views(1)
+    noise = torch.rand(B, N)
+    run("mae", m, lambda: m(x[0], noise), x, noise=noise, extra_meta={"embed_dim": E, "decoder_dim": DD, "decoder_depth": 1, "decoder_heads": 2, "mask_ratio": 0.75, "patch": P})
+
+
+if __name__ == "__main__":
+    main()

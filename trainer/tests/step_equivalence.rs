@@ -1,0 +1,173 @@
+//! One training step of each method against the PyTorch reference written by
+//! `scripts/gen_method_fixtures.py` (lightly's losses, the papers' pseudo-code):
+//! same weights and views in, then the loss, the gradient norm of each
+//! parameter group, the student after one SGD step, the EMA teacher and the
+//! loss state (MoCo queue, DINO center) must agree.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use pretext_models::resnet::BlockKind;
+use pretext_models::{Backbone, BackboneConfig, ParamKind, ResNetConfig, Stem, VitConfig};
+use pretext_trainer::checkpoint;
+use pretext_trainer::methods::{build, MethodConfig, StepCtx};
+use pretext_trainer::optim::{Optimizer, OptimizerKind, Slot};
+use tch::{Device, Kind, Tensor};
+
+fn fixture(name: &str) -> checkpoint::Loaded {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.safetensors"));
+    checkpoint::load(&p).unwrap_or_else(|e| panic!("{e} (run scripts/gen_method_fixtures.py)"))
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+fn close(name: &str, got: &Tensor, want: &Tensor, rtol: f64, atol: f64) {
+    assert_eq!(got.size(), want.size(), "{name}: shape");
+    let g = got.to_kind(Kind::Double);
+    let w = want.to_kind(Kind::Double);
+    let excess = ((&g - &w).abs() - (w.abs() * rtol + atol)).max().double_value(&[]);
+    assert!(excess <= 0.0, "{name}: max |diff| {:.3e} beyond tolerance", (&g - &w).abs().max().double_value(&[]));
+}
+
+fn group(name: &str) -> &'static str {
+    for g in ["projection_head", "prediction_head", "decoder"] {
+        if name.starts_with(g) {
+            return g;
+        }
+    }
+    "backbone"
+}
+
+fn check(method: &str) {
+    let fx = fixture(method);
+    let cfg: serde_json::Value = serde_json::from_str(fx.meta_str("config").unwrap()).unwrap();
+    let u = |k: &str| cfg[k].as_i64().unwrap_or_else(|| panic!("config {k}"));
+    let f = |k: &str| cfg[k].as_f64().unwrap_or_else(|| panic!("config {k}"));
+    let backbone = if method == "mae" {
+        let mut v = VitConfig::vit_tiny_patch16_224().with_patch_and_size(u("patch"), 16).with_depth(1);
+        v.embed_dim = u("embed_dim");
+        v.num_heads = 2;
+        BackboneConfig::Vit(v)
+    } else {
+        BackboneConfig::Resnet(ResNetConfig { block: BlockKind::Basic, layers: [1, 1, 1, 1], stem: Stem::Cifar, width: 4, num_classes: None })
+    };
+    let bb = Backbone::new(&backbone);
+    let mut mc = MethodConfig::preset(method, bb.embed_dim()).unwrap();
+    for (k, v) in cfg.as_object().unwrap() {
+        let mut j = serde_json::to_value(&mc).unwrap();
+        if j.get(k).is_some() && k != "patch" && k != "embed_dim" {
+            j[k] = v.clone();
+            mc = serde_json::from_value(j).unwrap_or_else(|e| panic!("{k}: {e}"));
+        }
+    }
+    tch::manual_seed(0);
+    let mut m = build(&mc, bb, Device::Cpu).unwrap();
+    for (prefix, p) in m.students() {
+        for (s, t) in p.all() {
+            fx.copy_into(&format!("init.{prefix}{}", s.name), t).unwrap();
+        }
+    }
+    if let Some(t) = m.teacher() {
+        for (s, dst) in t.all() {
+            fx.copy_into(&format!("init.{}", s.name), dst).unwrap();
+        }
+    }
+    for (k, t) in m.state() {
+        fx.copy_into(&format!("state_init.{k}"), &t).unwrap();
+    }
+    if let Some(noise) = fx.tensors.get("noise") {
+        m.set_mask_noise(noise.shallow_clone());
+    }
+    let mut slots = Vec::new();
+    for (prefix, p) in m.students() {
+        for (s, t) in p.trainable() {
+            slots.push(Slot::new(format!("{prefix}{}", s.name), t.shallow_clone(), s.kind));
+        }
+    }
+    let mut opt = Optimizer::new(OptimizerKind::Sgd, slots);
+    opt.momentum = fx.meta_str("momentum").unwrap().parse().unwrap();
+    let mut views = Vec::new();
+    while let Some(v) = fx.tensors.get(&format!("view{}", views.len())) {
+        views.push(v.shallow_clone());
+    }
+    let ctx = StepCtx { step: 0, total_steps: fx.meta_str("total_steps").unwrap().parse().unwrap() };
+
+    let loss = m.loss(&views, &ctx).unwrap();
+    let want: f64 = fx.meta_str("loss").unwrap().parse().unwrap();
+    let got = loss.double_value(&[]);
+    assert!(rel(got, want) < 1e-4, "{method}: loss {got} vs PyTorch {want}");
+    loss.backward();
+
+    let mut groups: HashMap<&str, f64> = HashMap::new();
+    let per_want: HashMap<String, f64> = serde_json::from_str(fx.meta_str("grad_norms_per_tensor").unwrap()).unwrap();
+    for s in &opt.slots {
+        let g = s.param.grad();
+        let n2 = g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]);
+        *groups.entry(group(&s.name)).or_default() += n2;
+        let w = per_want[&s.name];
+        assert!((n2.sqrt() - w).abs() <= 1e-3 * w + 1e-7, "{method}: grad norm of {}: {} vs {w}", s.name, n2.sqrt());
+    }
+    let want_groups: HashMap<String, f64> = serde_json::from_str(fx.meta_str("grad_norms").unwrap()).unwrap();
+    assert_eq!(groups.len(), want_groups.len(), "{method}: groups {groups:?} vs {want_groups:?}");
+    for (g, w) in &want_groups {
+        let got = groups[g.as_str()].sqrt();
+        assert!(rel(got, *w) < 1e-4, "{method}: grad norm of group {g}: {got} vs PyTorch {w}");
+    }
+
+    let lr: f64 = fx.meta_str("lr").unwrap().parse().unwrap();
+    let wd: f64 = fx.meta_str("weight_decay").unwrap().parse().unwrap();
+    opt.step(lr, wd);
+    m.after_step(&ctx);
+    for (prefix, p) in m.students() {
+        for (s, t) in p.all() {
+            if s.kind == ParamKind::Counter {
+                continue; // PyTorch's num_batches_tracked is unused with a fixed momentum
+            }
+            let k = format!("after.student.{prefix}{}", s.name);
+            close(&format!("{method}: {k}"), t, &fx.tensors[&k], 1e-4, 1e-5);
+        }
+    }
+    if let Some(t) = m.teacher() {
+        for (s, v) in t.all() {
+            if s.kind == ParamKind::Counter {
+                continue;
+            }
+            let k = format!("after.teacher.{}", s.name);
+            close(&format!("{method}: {k}"), v, &fx.tensors[&k], 1e-4, 1e-5);
+        }
+    }
+    let state = m.state();
+    let expected_state = fx.tensors.keys().filter(|k| k.starts_with("after.state.")).count();
+    assert_eq!(state.len(), expected_state, "{method}: loss state parts");
+    for (k, t) in state {
+        let key = format!("after.state.{k}");
+        close(&format!("{method}: {key}"), &t, &fx.tensors[&key], 1e-4, 1e-6);
+    }
+}
+
+#[test]
+fn simclr_step_matches_pytorch() {
+    check("simclr");
+}
+#[test]
+fn byol_step_matches_pytorch() {
+    check("byol");
+}
+#[test]
+fn simsiam_step_matches_pytorch() {
+    check("simsiam");
+}
+#[test]
+fn moco_v2_step_matches_pytorch() {
+    check("moco_v2");
+}
+#[test]
+fn dino_step_matches_pytorch() {
+    check("dino");
+}
+#[test]
+fn mae_step_matches_pytorch() {
+    check("mae");
+}
