@@ -1,9 +1,135 @@
-//! `pretext export` (placeholder until implemented).
+//! `pretext export`: lowers a safetensors checkpoint to ONNX with pretext's
+//! own compiler, optionally verifying the graph in tract and ONNX Runtime
+//! against the tch forward of the same checkpoint on real images.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use pretext_exporter::{Checkpoint, ExportOptions};
+use pretext_models::BackboneConfig;
+
+pub mod verify;
 
 #[derive(Args)]
-pub struct ExportArgs {}
+pub struct ExportArgs {
+    /// Checkpoint (.safetensors) keyed by torchvision/timm parameter names.
+    pub checkpoint: PathBuf,
+    /// Output ONNX file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Backbone name (e.g. resnet18, vit-small-cifar); default: the checkpoint's
+    /// `pretext.arch` metadata or a sibling config.json.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Convert to fp16 (LayerNorm, Softmax, reductions and BN stay fp32).
+    #[arg(long)]
+    pub fp16: bool,
+    /// With --fp16: fp16 graph input and outputs too (default: fp32 I/O).
+    #[arg(long)]
+    pub fp16_io: bool,
+    #[arg(long, default_value_t = pretext_exporter::DEFAULT_OPSET)]
+    pub opset: i64,
+    /// Run resolution (ViT position embeddings are resampled bicubically).
+    #[arg(long)]
+    pub image_size: Option<i64>,
+    /// Export a head stored under this checkpoint prefix as an extra output (repeatable).
+    #[arg(long = "with-head")]
+    pub with_head: Vec<String>,
+    /// Prefix of the backbone's tensors in the checkpoint (e.g. `backbone.`).
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// SSL method and dataset recorded in the metadata (default: from the checkpoint).
+    #[arg(long)]
+    pub method: Option<String>,
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Override the normalisation mean/std written to the metadata: three comma-separated floats.
+    #[arg(long, value_parser = parse3)]
+    pub mean: Option<[f32; 3]>,
+    #[arg(long, value_parser = parse3)]
+    pub std: Option<[f32; 3]>,
+    /// Weights above this many bytes go to an external `.data` file (default: 2 GB).
+    #[arg(long, default_value_t = pretext_exporter::PROTOBUF_LIMIT)]
+    pub external_data_threshold: u64,
+    /// Run the graph in tract and ONNX Runtime and compare with the tch forward.
+    #[arg(long)]
+    pub verify: bool,
+    /// Images for --verify: a .tar.gz or a folder (default: the CIFAR-10 test set in ../shared/data).
+    #[arg(long)]
+    pub verify_data: Option<PathBuf>,
+    /// Images used by --verify.
+    #[arg(long, default_value_t = 8)]
+    pub verify_count: usize,
+    /// Tolerance of --verify: max abs error (fp32) ...
+    #[arg(long, default_value_t = 1e-4)]
+    pub tol: f32,
+    /// ... and minimum cosine (fp16).
+    #[arg(long, default_value_t = 0.999)]
+    pub min_cosine: f32,
+}
 
-pub fn run(_a: ExportArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`pretext export` is not implemented yet")
+fn parse3(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> = s.split(',').map(|x| x.trim().parse::<f32>().map_err(|e| format!("{x}: {e}"))).collect::<Result<_, _>>()?;
+    v.try_into().map_err(|v: Vec<f32>| format!("expected 3 values, got {}", v.len()))
+}
+
+pub fn run(a: ExportArgs) -> Result<()> {
+    let ckpt = Checkpoint::load(&a.checkpoint)?;
+    let config = match &a.arch {
+        Some(n) => BackboneConfig::from_name(n)?,
+        None => pretext_exporter::arch_from_checkpoint(&ckpt)?,
+    };
+    let opts = ExportOptions {
+        opset: a.opset,
+        fp16: a.fp16,
+        fp16_io: a.fp16_io,
+        image_size: a.image_size,
+        heads: a.with_head.clone(),
+        prefix: a.prefix.clone(),
+        external_data_threshold: a.external_data_threshold,
+        mean: a.mean,
+        std: a.std,
+        method: a.method.clone(),
+        dataset: a.dataset.clone(),
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    let (model, report) = pretext_exporter::export(&config, &ckpt, &opts)?;
+    let files = model.write(&a.output, opts.external_data_threshold)?;
+    drop(ckpt);
+    if !report.unused.is_empty() {
+        let ex: Vec<_> = report.unused.iter().take(5).collect();
+        eprintln!("warning: {} checkpoint tensors are not part of the exported graph, e.g. {ex:?} (use --with-head PREFIX to export a head)", report.unused.len());
+    }
+    println!(
+        "exported {} -> {} in {:.2}s: {} nodes, {} initializers, outputs {:?}; folded {} BatchNorms and {} constants{}",
+        a.checkpoint.display(),
+        files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(" + "),
+        t.elapsed().as_secs_f64(),
+        model.graph.nodes.len(),
+        model.graph.inits.len(),
+        report.outputs,
+        report.folded_batch_norms,
+        report.folded_constants,
+        if a.fp16 { format!("; fp16 with {} casts", report.casts) } else { String::new() },
+    );
+    if !a.verify {
+        return Ok(());
+    }
+    let data = a.verify_data.clone().unwrap_or_else(|| PathBuf::from("../shared/data/cifar10-jpg.tar.gz"));
+    let meta = |k: &str| model.metadata.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let mean: [f32; 3] = serde_json::from_str(&meta("pretext.mean"))?;
+    let std: [f32; 3] = serde_json::from_str(&meta("pretext.std"))?;
+    let size: u32 = meta("pretext.input_size").parse()?;
+    let x = verify::load_images(&data, a.verify_count, 97, size, mean, std).with_context(|| format!("--verify-data {}", data.display()))?;
+    let reference = verify::tch_forward(&a.checkpoint, &config, &opts, &x)?;
+    let runs = verify::run_onnx(&a.output, &x)?;
+    let rows = verify::compare(&reference, &runs)?;
+    println!("verify on {} images from {} (reference: tch eval forward)\n{}", x.shape()[0], data.display(), verify::format_table(&rows));
+    let bad: Vec<_> = rows.iter().filter(|r| if a.fp16 { r.cosine < a.min_cosine } else { r.max_abs > a.tol || r.max_abs.is_nan() }).collect();
+    if !bad.is_empty() {
+        bail!("{} output/backend pairs over tolerance ({}): {:?}", bad.len(), if a.fp16 { format!("cosine < {}", a.min_cosine) } else { format!("max abs > {:e}", a.tol) }, bad);
+    }
+    println!("verify: OK ({})", if a.fp16 { format!("cosine >= {}", a.min_cosine) } else { format!("max abs err <= {:e}", a.tol) });
+    Ok(())
 }

@@ -134,13 +134,14 @@ pub fn classifier_path(config: &BackboneConfig) -> &'static str {
     }
 }
 
-enum Head {
+/// A head exported as an extra output: a linear classifier or an MLP head.
+pub enum Head {
     Linear(Linear),
     Mlp(MlpHead),
 }
 
 impl Head {
-    fn params(&self) -> Vec<ParamSpec> {
+    pub fn params(&self) -> Vec<ParamSpec> {
         match self {
             Head::Linear(l) => {
                 let mut v = Vec::new();
@@ -150,7 +151,9 @@ impl Head {
             Head::Mlp(m) => m.params(),
         }
     }
-    fn forward<O: Ops>(&self, o: &mut O, x: &O::T) -> O::T {
+    /// # Shapes
+    /// (N, in) -> (N, out)
+    pub fn forward<O: Ops>(&self, o: &mut O, x: &O::T) -> O::T {
         match self {
             Head::Linear(l) => l.forward(o, x),
             Head::Mlp(m) => m.forward(o, x),
@@ -217,8 +220,19 @@ fn head_output(prefix: &str) -> String {
     prefix.replace('.', "_")
 }
 
-/// Exports a backbone (and optional heads) from a checkpoint to an in-memory [`Model`].
-pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<(Model, ExportReport), ExportError> {
+/// What gets exported: the run config, input side, the headless backbone,
+/// and the heads with their output names (classifier first, as `logits`).
+pub struct Resolved {
+    pub config: BackboneConfig,
+    pub size: i64,
+    pub backbone: Backbone,
+    pub heads: Vec<(String, Head)>,
+}
+
+/// Applies the options to the config (run resolution), splits off the
+/// classifier as a head, rebuilds the requested heads from the checkpoint,
+/// and checks every tensor they need against the checkpoint.
+pub fn resolve(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<Resolved, ExportError> {
     let mut config = config.clone();
     if let (Some(s), BackboneConfig::Vit(v)) = (opts.image_size, &mut config) {
         *v = v.clone().at_resolution(s);
@@ -245,6 +259,12 @@ pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) 
     for (_, h) in &heads {
         ckpt.check(&h.params(), "")?;
     }
+    Ok(Resolved { config, size, backbone, heads })
+}
+
+/// Exports a backbone (and optional heads) from a checkpoint to an in-memory [`Model`].
+pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<(Model, ExportReport), ExportError> {
+    let Resolved { config, size, backbone, heads } = resolve(config, ckpt, opts)?;
 
     let mut o = OnnxOps::new(ckpt, opts.opset)?;
     o.prefix = opts.prefix.clone();
