@@ -6,10 +6,10 @@
 //! `Resize(s, bilinear, antialias=True) + CenterCrop(c) + ToTensor() + Normalize(mean, std)`
 //! on PIL images: the resampler is PIL's separable, antialiased triangle filter
 //! (support scaled by the downscale factor), horizontal pass first, with the 8-bit
-//! rounding PIL applies after each pass. Measured against torchvision on real images
-//! (see `data/tests/preprocess_torchvision.rs`): every pixel within one 8-bit level
-//! (1/255 before normalization), almost all exactly equal; the residue comes from PIL's
-//! 22-bit fixed-point filter coefficients.
+//! rounding and 22-bit fixed-point coefficients PIL uses. Measured against torchvision
+//! on three real photos (`runtime/tests/preprocess_torchvision.rs`): bit-identical
+//! from PIL-decoded pixels; from the JPEG files, where our decoder (`image`) and
+//! libjpeg-turbo differ, every value within one 8-bit level (1/255).
 //!
 //! When the image already has the crop size (CIFAR 32x32 at 32), resize and crop are
 //! the identity and only the normalization remains.

@@ -16,6 +16,7 @@ pub use ort_backend::{open_ort, ort_environment, ExecutionProvider, GraphOptLeve
 pub use tract_backend::{open_tract, open_tract_with, TractBatchMode, TractOptions};
 pub mod extractor;
 pub mod knn;
+pub mod npy;
 
 pub use extractor::{file_sha256, keys, BackendKind, Extractor, ExtractorBuilder, ModelInfo};
 pub use knn::{AnnIndex, Gallery, KnnParams, Neighbor, Prediction};

@@ -95,6 +95,17 @@ fn ort_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Ort(e.to_string())
 }
 
+/// Whether the loaded ONNX Runtime library was built with this provider
+/// (registration can still fail at session creation, which is then an error).
+pub fn provider_compiled_in(p: &ExecutionProvider) -> Result<bool, RuntimeError> {
+    ort_environment()?;
+    Ok(match p {
+        ExecutionProvider::Cpu => true,
+        ExecutionProvider::Cuda { .. } => ort::ep::CUDA::is_available().map_err(ort_err)?,
+        ExecutionProvider::TensorRt { .. } => ort::ep::TensorRT::is_available().map_err(ort_err)?,
+    })
+}
+
 fn register_provider(b: &mut SessionBuilder, p: &ExecutionProvider) -> Result<(), RuntimeError> {
     let fail = |reason: String| RuntimeError::Provider { provider: p.label().to_string(), reason };
     let res = match p {
