@@ -230,3 +230,149 @@ pub fn to_fp16(g: &mut Graph, keep_io_fp32: bool) -> usize {
     }
     casts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Dim, ValueInfo};
+    use ndarray::ArrayD;
+
+    fn vi(name: &str, dims: &[i64]) -> ValueInfo {
+        ValueInfo { name: name.into(), elem: Elem::F32, dims: dims.iter().map(|&d| Dim::Fixed(d)).collect() }
+    }
+    fn node(name: &str, op: &'static str, inputs: &[&str], attrs: Vec<(String, Attr)>) -> Node {
+        Node { name: name.into(), op, inputs: inputs.iter().map(|s| s.to_string()).collect(), outputs: vec![name.into()], attrs }
+    }
+    fn arr(shape: &[usize], f: impl Fn(usize) -> f32) -> ArrayD<f32> {
+        let n = shape.iter().product();
+        ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(f).collect()).unwrap()
+    }
+
+    /// 1x1 convolution + BatchNorm evaluated by loops, before and after folding.
+    #[test]
+    fn batch_norm_folds_into_conv_exactly() {
+        let (cin, cout, hw) = (3usize, 4usize, 2usize);
+        let mut g = Graph::default();
+        g.inputs.push(vi("x", &[1, cin as i64, hw as i64, hw as i64]));
+        g.inits.insert("c.weight".into(), Const::F32(arr(&[cout, cin, 1, 1], |i| (i as f32 * 0.37).sin())));
+        g.inits.insert("bn.weight".into(), Const::F32(arr(&[cout], |i| 0.5 + i as f32 * 0.3)));
+        g.inits.insert("bn.bias".into(), Const::F32(arr(&[cout], |i| i as f32 * 0.1 - 0.2)));
+        g.inits.insert("bn.running_mean".into(), Const::F32(arr(&[cout], |i| (i as f32).cos())));
+        g.inits.insert("bn.running_var".into(), Const::F32(arr(&[cout], |i| 0.5 + i as f32)));
+        g.nodes.push(node("c", "Conv", &["x", "c.weight"], vec![("kernel_shape".into(), Attr::Ints(vec![1, 1]))]));
+        g.nodes.push(node("bn", "BatchNormalization", &["c", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"], vec![("epsilon".into(), Attr::Float(1e-5))]));
+        g.outputs.push(vi("bn", &[1, cout as i64, hw as i64, hw as i64]));
+        let x = arr(&[1, cin, hw, hw], |i| (i as f32 * 0.71).cos());
+        let f = |g: &Graph, k: &str| g.inits[k].as_f32().unwrap().clone();
+        let conv = |w: &ArrayD<f32>, b: Option<&ArrayD<f32>>, o: usize, y: usize, xx: usize| -> f32 {
+            (0..cin).map(|c| w[[o, c, 0, 0]] * x[[0, c, y, xx]]).sum::<f32>() + b.map(|b| b[o]).unwrap_or(0.0)
+        };
+        let before: Vec<f32> = (0..cout * hw * hw)
+            .map(|i| {
+                let (o, y, xx) = (i / (hw * hw), (i / hw) % hw, i % hw);
+                let v = conv(&f(&g, "c.weight"), None, o, y, xx);
+                (v - f(&g, "bn.running_mean")[o]) / (f(&g, "bn.running_var")[o] + 1e-5).sqrt() * f(&g, "bn.weight")[o] + f(&g, "bn.bias")[o]
+            })
+            .collect();
+        assert_eq!(fold_batch_norm(&mut g), 1);
+        assert_eq!(g.nodes.len(), 1);
+        assert_eq!(g.nodes[0].op, "Conv");
+        assert_eq!(g.nodes[0].inputs, vec!["x", "c.weight", "c.bias"]);
+        assert_eq!(g.nodes[0].outputs, vec!["bn"]);
+        assert!(!g.inits.contains_key("bn.running_mean"), "BN parameters are dead after folding");
+        for (i, want) in before.iter().enumerate() {
+            let (o, y, xx) = (i / (hw * hw), (i / hw) % hw, i % hw);
+            let got = conv(&f(&g, "c.weight"), Some(&f(&g, "c.bias")), o, y, xx);
+            assert!((got - want).abs() < 1e-5, "{i}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn batch_norm_not_folded_when_conv_output_is_shared() {
+        let mut g = Graph::default();
+        g.inputs.push(vi("x", &[1, 1, 1, 1]));
+        for k in ["c.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"] {
+            g.inits.insert(k.into(), Const::F32(arr(&[1, 1, 1, 1][..if k == "c.weight" { 4 } else { 1 }], |_| 1.0)));
+        }
+        g.nodes.push(node("c", "Conv", &["x", "c.weight"], vec![]));
+        g.nodes.push(node("bn", "BatchNormalization", &["c", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"], vec![]));
+        g.nodes.push(node("sum", "Add", &["bn", "c"], vec![]));
+        g.outputs.push(vi("sum", &[1, 1, 1, 1]));
+        assert_eq!(fold_batch_norm(&mut g), 0);
+        assert_eq!(g.count_op("BatchNormalization"), 1);
+    }
+
+    #[test]
+    fn constants_fold_through_chains_but_not_into_outputs() {
+        let mut g = Graph::default();
+        g.inputs.push(vi("x", &[2, 3]));
+        g.inits.insert("w".into(), Const::F32(arr(&[2, 3], |i| i as f32)));
+        g.inits.insert("one".into(), Const::scalar_f32(1.0));
+        g.nodes.push(node("wt", "Transpose", &["w"], vec![("perm".into(), Attr::Ints(vec![1, 0]))]));
+        g.nodes.push(node("wt1", "Add", &["wt", "one"], vec![]));
+        g.nodes.push(node("y", "MatMul", &["x", "wt1"], vec![]));
+        g.nodes.push(node("c", "Mul", &["one", "one"], vec![]));
+        g.outputs.push(vi("y", &[2, 2]));
+        g.outputs.push(vi("c", &[]));
+        assert_eq!(fold_constants(&mut g), 2);
+        let ops: Vec<_> = g.nodes.iter().map(|n| n.op).collect();
+        assert_eq!(ops, vec!["MatMul", "Mul"], "graph outputs stay computed");
+        let wt1 = g.inits["wt1"].as_f32().unwrap();
+        assert_eq!(wt1.shape(), &[3, 2]);
+        assert_eq!(wt1[[2, 1]], 6.0);
+        assert!(!g.inits.contains_key("w"), "the untransposed weight is dead");
+    }
+
+    #[test]
+    fn dead_nodes_and_initializers_are_removed() {
+        let mut g = Graph::default();
+        g.inputs.push(vi("x", &[1]));
+        g.inits.insert("a".into(), Const::scalar_f32(2.0));
+        g.inits.insert("unused".into(), Const::scalar_f32(3.0));
+        g.nodes.push(node("live", "Mul", &["x", "a"], vec![]));
+        g.nodes.push(node("dead1", "Relu", &["x"], vec![]));
+        g.nodes.push(node("dead2", "Relu", &["dead1"], vec![]));
+        g.outputs.push(vi("live", &[1]));
+        assert_eq!(eliminate_dead(&mut g), (2, 1));
+        assert_eq!(g.nodes.len(), 1);
+        assert!(g.inits.contains_key("a"));
+    }
+
+    fn ln_graph() -> Graph {
+        let mut g = Graph::default();
+        g.inputs.push(vi("x", &[2, 4]));
+        g.inits.insert("fc.weight".into(), Const::F32(arr(&[4, 4], |i| i as f32 * 0.1)));
+        g.inits.insert("ln.weight".into(), Const::F32(arr(&[4], |_| 1.0)));
+        g.inits.insert("ln.bias".into(), Const::F32(arr(&[4], |_| 0.0)));
+        g.nodes.push(node("fc", "Gemm", &["x", "fc.weight"], vec![("transB".into(), Attr::Int(1))]));
+        g.nodes.push(node("ln", "LayerNormalization", &["fc", "ln.weight", "ln.bias"], vec![]));
+        g.nodes.push(node("sm", "Softmax", &["ln"], vec![]));
+        g.outputs.push(vi("sm", &[2, 4]));
+        g
+    }
+
+    #[test]
+    fn fp16_keeps_layer_norm_and_softmax_in_fp32_and_io_fp32() {
+        let mut g = ln_graph();
+        let casts = to_fp16(&mut g, true);
+        assert!(matches!(g.inits["fc.weight"], Const::F16(_)));
+        assert!(matches!(g.inits["ln.weight"], Const::F32(_)), "LayerNorm parameters stay fp32");
+        assert!(g.inputs.iter().chain(&g.outputs).all(|v| v.elem == Elem::F32));
+        // input->fp16, fc->fp32 before LN, LN->fp16, ->fp32 before Softmax, Softmax->fp16, output->fp32.
+        assert_eq!(casts, 6);
+        let order: Vec<_> = g.nodes.iter().map(|n| n.op).collect();
+        assert_eq!(order, vec!["Cast", "Gemm", "Cast", "LayerNormalization", "Cast", "Cast", "Softmax", "Cast", "Cast"]);
+        let ln = g.nodes.iter().find(|n| n.op == "LayerNormalization").unwrap();
+        let cast_in = g.nodes.iter().find(|n| n.outputs[0] == ln.inputs[0]).unwrap();
+        assert_eq!((cast_in.op, &cast_in.attrs[0].1), ("Cast", &Attr::Int(1)), "LN input is cast to FLOAT");
+        assert_eq!(g.nodes.last().unwrap().outputs[0], "sm", "the graph output keeps its name");
+    }
+
+    #[test]
+    fn fp16_io_when_asked() {
+        let mut g = ln_graph();
+        let casts = to_fp16(&mut g, false);
+        assert_eq!(casts, 4);
+        assert!(g.inputs.iter().chain(&g.outputs).all(|v| v.elem == Elem::F16));
+    }
+}
