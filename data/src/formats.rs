@@ -75,7 +75,10 @@ pub(crate) fn decode_image(bytes: &[u8], file: &str) -> Result<(u32, u32, Vec<u8
 }
 
 /// Decodes `rels` in parallel, in order, reporting progress.
-pub(crate) fn decode_all(src: &Source, rels: &[String], opts: &OpenOptions) -> Result<(Vec<(u32, u32, Vec<u8>)>, u8)> {
+/// `(width, height, HWC RGB pixels)` of one decoded image.
+pub(crate) type Decoded = (u32, u32, Vec<u8>);
+
+pub(crate) fn decode_all(src: &Source, rels: &[String], opts: &OpenOptions) -> Result<(Vec<Decoded>, u8)> {
     let done = AtomicU64::new(0);
     let total = rels.len() as u64;
     let out: Vec<(u32, u32, Vec<u8>, u8)> = rels
@@ -85,7 +88,7 @@ pub(crate) fn decode_all(src: &Source, rels: &[String], opts: &OpenOptions) -> R
             let r = decode_image(&bytes, &src.display(rel));
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             if let Some(p) = &opts.progress {
-                if n % 256 == 0 || n == total {
+                if n.is_multiple_of(256) || n == total {
                     p("decode", n, total);
                 }
             }

@@ -21,6 +21,21 @@
 //! Counted skips (listed by [`Dataset::skipped`]): detection boxes with zero
 //! area or inverted corners (`xmax <= xmin` or `ymax <= ymin`); the image
 //! itself is kept. A corrupt cache file is never trusted: it is rebuilt.
+//!
+//! # Use
+//! ```no_run
+//! use pretext_data::{Dataset, OpenOptions};
+//! let d = Dataset::open("../shared/data/cifar10-jpg.tar.gz", &OpenOptions::default())?;
+//! let train = d.split("train").expect("a train split");
+//! // Same-sized images: one (N, H, W, 3) u8 array and N labels.
+//! let (pixels, [n, h, w, c]) = train.images_nhwc().expect("uniform size");
+//! let labels = train.labels();
+//! assert_eq!((pixels.len(), labels.len()), (n * h * w * c, n));
+//! // Any split, image by image (detection sets: boxes too).
+//! let first = train.image(0);
+//! println!("{} {}x{} {:?}", d.classes()[labels[0] as usize], first.width, first.height, train.boxes(0));
+//! # Ok::<(), pretext_data::DataError>(())
+//! ```
 
 mod cache;
 mod dataset;
