@@ -69,6 +69,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         CacheStatus::Written(f) => writeln!(out, "decoded in {took:.2} s, cached to {}", f.display()),
         CacheStatus::Rebuilt(f, why) => writeln!(out, "cache {} was corrupt ({why}); decoded again in {took:.2} s", f.display()),
         CacheStatus::Off => writeln!(out, "decoded in {took:.2} s (no cache)"),
+        CacheStatus::WriteFailed(f, why) => writeln!(out, "decoded in {took:.2} s; could not write cache {}: {why}", f.display()),
     };
     head.and_then(|_| write!(out, "{}", Summary::of(&d)))
     .or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })?;

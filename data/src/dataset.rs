@@ -146,6 +146,8 @@ pub enum CacheStatus {
     Rebuilt(PathBuf, String),
     /// Caching was off.
     Off,
+    /// Decoded, but the cache could not be written (reason); the dataset is fine.
+    WriteFailed(PathBuf, String),
 }
 
 impl Dataset {
@@ -174,7 +176,9 @@ impl Dataset {
             }
         }
         let d = Self::decode(path, opts)?;
-        crate::cache::write(&file, &d)?;
+        if let Err(e) = crate::cache::write(&file, &d) {
+            return Ok((d, CacheStatus::WriteFailed(file, e.to_string())));
+        }
         Ok((d, match rebuilt {
             Some(r) => CacheStatus::Rebuilt(file, r),
             None => CacheStatus::Written(file),

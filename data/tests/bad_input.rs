@@ -262,6 +262,29 @@ fn corrupt_cache_is_rebuilt() {
 }
 
 #[test]
+fn truncated_tarball_and_unwritable_cache() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("set");
+    put(&data, "train/cat/0.jpg", &jpeg(8, 8, 1));
+    // A cache "directory" that is a file cannot be written: the load still succeeds.
+    put(t.path(), "blocker", b"x");
+    let opts = OpenOptions { cache_dir: Some(t.path().join("blocker/cache")), ..Default::default() };
+    let (d, s) = Dataset::open_with_report(&data, &opts).unwrap();
+    assert!(matches!(s, CacheStatus::WriteFailed(..)), "{s:?}");
+    assert_eq!(d.num_images(), 1);
+
+    let tgz = t.path().join("set.tar.gz");
+    let mut ar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    ar.append_dir_all("set", &data).unwrap();
+    let bytes = ar.into_inner().unwrap().finish().unwrap();
+    fs::write(&tgz, &bytes).unwrap();
+    assert_eq!(Dataset::open(&tgz, &no_cache()).unwrap().split_names(), ["train"]);
+    fs::write(&tgz, &bytes[..bytes.len() / 2]).unwrap();
+    let msg = Dataset::open(&tgz, &no_cache()).unwrap_err().to_string();
+    assert!(msg.starts_with(&format!("{}: not a dataset layout pretext knows (broken tarball:", tgz.display())), "{msg}");
+}
+
+#[test]
 fn unknown_layout_is_an_error() {
     let t = tempfile::tempdir().unwrap();
     put(t.path(), "notes.txt", b"hello");
