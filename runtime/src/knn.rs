@@ -351,6 +351,12 @@ impl Gallery {
         Ok(nbs.into_iter().map(|nb| self.predict(nb, p.temperature)).collect())
     }
 
+    /// Classifies one feature vector (exact search).
+    pub fn classify_one(&self, features: &[f32], p: KnnParams) -> Result<Prediction, RuntimeError> {
+        let q = Array2::from_shape_vec((1, features.len()), features.to_vec()).expect("one row");
+        Ok(self.classify(&q, p)?.remove(0))
+    }
+
     /// Votes over given neighbours (from [`exact_topk`] or [`AnnIndex::search`]).
     pub fn predict(&self, neighbors: Vec<Neighbor>, temperature: f32) -> Prediction {
         let mut scores = vote(&neighbors, &self.labels, self.classes.len(), temperature);
