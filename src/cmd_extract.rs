@@ -66,10 +66,10 @@ pub struct ModelArgs {
     #[arg(long)]
     pub resize: Option<u32>,
     /// Per-channel mean, e.g. 0.485,0.456,0.406; overrides `pretext.mean`.
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',')]
     pub mean: Option<Vec<f32>>,
     /// Per-channel std; overrides `pretext.std`.
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
     /// Graph output holding the features; overrides `pretext.output`.
     #[arg(long)]
@@ -109,11 +109,14 @@ impl ModelArgs {
         if let Some(v) = self.resize {
             b = b.resize(v);
         }
+        let three = |name: &str, v: &[f32]| -> Result<[f32; 3]> {
+            <[f32; 3]>::try_from(v).map_err(|_| anyhow::anyhow!("--{name} takes 3 comma-separated numbers, got {v:?}"))
+        };
         if let Some(v) = &self.mean {
-            b = b.mean([v[0], v[1], v[2]]);
+            b = b.mean(three("mean", v)?);
         }
         if let Some(v) = &self.std {
-            b = b.std([v[0], v[1], v[2]]);
+            b = b.std(three("std", v)?);
         }
         if let Some(v) = &self.output {
             b = b.output(v.clone());
