@@ -4,7 +4,8 @@
 //! Layout: `b"PTXDSET\0"`, `u32` version, `u64` metadata length, metadata
 //! (JSON), `u64` pixel length, pixels, then sha256 of everything before it.
 //! A file whose magic, version, lengths or checksum do not match is rebuilt.
-//! Files are written to a unique temp file in the same directory and renamed.
+//! Files are written to a unique temp file in the same directory and renamed;
+//! writing one removes older caches of a source with the same file name.
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -57,7 +58,23 @@ pub(crate) fn write(file: &Path, d: &Dataset) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(fail(e.to_string()));
     }
+    prune(file);
     Ok(())
+}
+
+/// Removes older caches of a source of the same file name (`<name>-<key>.ptds`
+/// with another key): a source that changed, or an older cache version.
+fn prune(file: &Path) {
+    let (Some(dir), Some(fname)) = (file.parent(), file.file_name().map(|f| f.to_string_lossy().to_string())) else { return };
+    let Some(stem) = fname.strip_suffix(".ptds").and_then(|f| f.rsplit_once('-')).map(|s| s.0.to_string()) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().to_string();
+        let key = n.strip_prefix(&format!("{stem}-")).and_then(|k| k.strip_suffix(".ptds"));
+        if n != fname && key.is_some_and(|k| k.len() == 16 && k.bytes().all(|b| b.is_ascii_hexdigit())) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Reads and verifies a cache file; the error is why it cannot be trusted.
