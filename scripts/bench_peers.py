@@ -124,17 +124,21 @@ def bench_inference(spec, timer, out, flops):
             so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-        for b in m["batches"]:
-            x = np.ascontiguousarray(x_all[:b])
-            if "pytorch_eager" in systems:
-                xt = torch.from_numpy(x)
+        # System by system, with a pause so the previous one's spinning threads park.
+        if "pytorch_eager" in systems:
+            time.sleep(0.3)
+            for b in m["batches"]:
+                xt = torch.from_numpy(np.ascontiguousarray(x_all[:b]))
                 with torch.inference_mode():
                     times = timer.run(lambda: model(xt))
                     y = model(xt).numpy()
                 out.append({"system": "pytorch_eager", "model": name, "batch": b, "times_s": times})
                 outputs[f"{name}/pytorch_eager/{b}"] = y
                 log(f"{name} b{b} pytorch_eager p50 {sorted(times)[len(times) // 2] * 1e3:.1f} ms ({len(times)} it)")
-            if sess is not None:
+        if sess is not None:
+            time.sleep(0.3)
+            for b in m["batches"]:
+                x = np.ascontiguousarray(x_all[:b])
                 times = timer.run(lambda: sess.run(None, {"input": x}))
                 y = sess.run(None, {"input": x})[0]
                 out.append({"system": "torch_onnx_ort", "model": name, "batch": b, "times_s": times})

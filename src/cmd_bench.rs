@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Where weights, inputs, ONNX files and results go.
     #[arg(long, short, default_value = "target/bench")]
     pub out: PathBuf,
+    /// tract plan: `symbolic` (one plan with a symbolic batch, the runtime's default)
+    /// or `per-batch` (one plan optimised per concrete batch size).
+    #[arg(long, default_value = "per-batch")]
+    pub tract_plan: String,
     /// Skip the Python peers (no ratios).
     #[arg(long)]
     pub no_peers: bool,
@@ -107,9 +111,9 @@ fn plan(a: &BenchArgs) -> Result<Plan> {
         Plan {
             models: MODELS.iter().map(|s| s.to_string()).collect(),
             batches: vec![1, 8, 32],
-            timing: Timing { warmup: 1, min_iters: 5, max_iters: 200, budget_s: 2.0 },
-            train_batch: 128,
-            train_steps: 5,
+            timing: Timing { warmup: 1, min_iters: 3, max_iters: 500, budget_s: 2.0 },
+            train_batch: 64,
+            train_steps: 4,
             knn_n: 50_000,
             knn_queries: 1000,
             augment_images: 2048,
@@ -201,6 +205,14 @@ struct Row {
 
 pub fn run(a: BenchArgs) -> Result<()> {
     let p = plan(&a)?;
+    let tract_opts = pretext_runtime::TractOptions {
+        batch_mode: match a.tract_plan.as_str() {
+            "symbolic" => pretext_runtime::TractBatchMode::Symbolic,
+            "per-batch" => pretext_runtime::TractBatchMode::PerBatch,
+            other => bail!("--tract-plan must be symbolic or per-batch, got '{other}'"),
+        },
+        ..Default::default()
+    };
     let dir = a.out.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -290,26 +302,28 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     inter_threads: Some(1),
                     ..Default::default()
                 };
-                Some((pretext_runtime::open_ort(&dir.join(format!("{}.onnx", case.name)), &opts)?, pretext_runtime::open_tract(&dir.join(format!("{}.onnx", case.name)))?))
+                Some((pretext_runtime::open_ort(&dir.join(format!("{}.onnx", case.name)), &opts)?, pretext_runtime::open_tract_with(&dir.join(format!("{}.onnx", case.name)), &tract_opts)?))
             }
             Err(e) => {
                 unavailable.push(format!("{}: pretext+ORT and pretext+tract not measured: {e}", case.name));
                 None
             }
         };
-        for &b in &p.batches {
-            let x = systems::input_batch(case, b)?;
-            if let Some((o, t)) = &ort {
-                let m = systems::time_runtime(o.as_ref(), &x, &p.timing)?;
-                eprintln!("[bench] {} b{b} pretext_ort p50 {:.2} ms", case.name, Summary::of(&m.times_s).p50_ms);
-                raw.push((case.name.clone(), b, "pretext_ort".into(), m.times_s, Some(m.output)));
-                let m = systems::time_runtime(t.as_ref(), &x, &p.timing)?;
-                eprintln!("[bench] {} b{b} pretext_tract p50 {:.2} ms", case.name, Summary::of(&m.times_s).p50_ms);
-                raw.push((case.name.clone(), b, "pretext_tract".into(), m.times_s, Some(m.output)));
+        // System by system (not interleaved), with a pause between them so
+        // the previous system's spinning worker threads have parked.
+        for system in ["pretext_ort", "pretext_tract", "pretext_tch"] {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            for &b in &p.batches {
+                let x = systems::input_batch(case, b)?;
+                let m = match (system, &ort) {
+                    ("pretext_ort", Some((o, _))) => systems::time_runtime(o.as_ref(), &x, &p.timing)?,
+                    ("pretext_tract", Some((_, t))) => systems::time_runtime(t.as_ref(), &x, &p.timing)?,
+                    ("pretext_tch", _) => tch_model.time(&x, &p.timing)?,
+                    _ => continue,
+                };
+                eprintln!("[bench] {} b{b} {system} p50 {:.2} ms ({} it)", case.name, Summary::of(&m.times_s).p50_ms, m.times_s.len());
+                raw.push((case.name.clone(), b, system.to_string(), m.times_s, Some(m.output)));
             }
-            let m = tch_model.time(&x, &p.timing)?;
-            eprintln!("[bench] {} b{b} pretext_tch p50 {:.2} ms", case.name, Summary::of(&m.times_s).p50_ms);
-            raw.push((case.name.clone(), b, "pretext_tch".into(), m.times_s, Some(m.output)));
         }
     }
     if let Some(list) = peers["inference"].as_array() {
@@ -434,7 +448,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)?;
     print_table(&report, &rows);
     let png = dir.join("bench.png");
-    chart::write_png(&png, "PRETEXT BENCH", &[format!("{} THREADS, P50", a.threads)], &chart_groups(&rows))?;
+    let subtitle = [
+        format!("{} {} THREADS PER SYSTEM, SAME WEIGHTS AND INPUTS. BARS: THROUGHPUT AT P50.", utc_now(), a.threads),
+        "RATIOS: P50 LATENCY (TIME) OF THE BAR / THAT OF THE PEER, < 1 = FASTER; TRAINING: IMAGES/S RATIO, > 1 = FASTER.".to_string(),
+    ];
+    let mut groups = chart_groups(&rows);
+    groups.extend(extra_groups(&report));
+    chart::write_png(&png, "PRETEXT BENCH", &subtitle, &groups)?;
     println!("\nwrote {} and {}", json_path.display(), png.display());
     Ok(())
 }
@@ -453,15 +473,16 @@ fn print_table(report: &Value, rows: &[Row]) {
     println!("peak f32: {:.1} GFLOP/s ({})", peak["gflops"].as_f64().unwrap_or(0.0), peak["method"].as_str().unwrap_or(""));
     println!("ratios are p50 latency of the row / p50 latency of the peer (< 1 = faster)\n");
     println!(
-        "{:<15} {:>5} {:<21} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>11} {:>9}",
-        "model", "batch", "system", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "%peak", "vs eager", "vs t.onnx", "rel.diff"
+        "{:<15} {:>5} {:<21} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>11} {:>9}",
+        "model", "batch", "system", "runs", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "%peak", "vs eager", "vs t.onnx", "rel.diff"
     );
     for r in rows {
         println!(
-            "{:<15} {:>5} {:<21} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8.1} {:>5.1}% {:>9} {:>11} {:>9}",
+            "{:<15} {:>5} {:<21} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8.1} {:>5.1}% {:>9} {:>11} {:>9}",
             r.model,
             r.batch,
             system_label(&r.system),
+            r.summary.iters,
             r.summary.p50_ms,
             r.summary.p90_ms,
             r.summary.p99_ms,
@@ -535,10 +556,60 @@ fn targets(rows: &[Row], training: &[Value], knn: &[Value]) -> Vec<Value> {
     out
 }
 
+/// Chart groups of the training, k-NN and augmentation sections.
+fn extra_groups(report: &Value) -> Vec<chart::Group> {
+    let mut groups = Vec::new();
+    let train = report["training"].as_array().cloned().unwrap_or_default();
+    if !train.is_empty() {
+        let base = train.iter().find(|t| t["system"] == "pytorch").and_then(|t| t["images_per_s"].as_f64());
+        let bars = train
+            .iter()
+            .map(|t| {
+                let v = t["images_per_s"].as_f64().unwrap_or(f64::NAN);
+                let is_peer = t["system"] == "pytorch";
+                let mut label = format!("{v:.1}");
+                if let (false, Some(b)) = (is_peer, base) {
+                    label.push_str(&format!("  {:.2}X PYTORCH (IMAGES/S)", v / b));
+                }
+                chart::Bar { system: if is_peer { "PyTorch".into() } else { "pretext (tch)".into() }, value: v, label, is_peer }
+            })
+            .collect();
+        groups.push(chart::Group { title: "TRAINING: SIMCLR STEP, RESNET-18 CIFAR (IMAGES/S)".into(), bars });
+    }
+    let knn = report["knn"].as_array().cloned().unwrap_or_default();
+    if !knn.is_empty() {
+        let bars = knn
+            .iter()
+            .map(|k| {
+                let v = k["queries_per_s"].as_f64().unwrap_or(f64::NAN);
+                let is_peer = k["system"] == "faiss_flat_ip";
+                let mut label = format!("{v:.0}");
+                if let Some(r) = k["time_ratio_vs_faiss"].as_f64() {
+                    label.push_str(&format!("  {r:.2}X FAISS (TIME)"));
+                }
+                chart::Bar { system: if is_peer { "faiss IndexFlatIP".into() } else { "pretext exact".into() }, value: v, label, is_peer }
+            })
+            .collect();
+        groups.push(chart::Group { title: format!("K-NN TOP-{} OVER {} X {} (QUERIES/S)", knn[0]["k"], knn[0]["gallery"], knn[0]["dim"]), bars });
+    }
+    let aug = report["augment"].as_array().cloned().unwrap_or_default();
+    if !aug.is_empty() {
+        let bars = aug
+            .iter()
+            .map(|x| {
+                let v = x["images_per_s_per_core"].as_f64().unwrap_or(f64::NAN);
+                chart::Bar { system: format!("{} {}T", x["pipeline"].as_str().unwrap_or(""), x["threads"]), value: v, label: format!("{v:.0}"), is_peer: false }
+            })
+            .collect();
+        groups.push(chart::Group { title: "AUGMENTATION ALONE (IMAGES/S PER CORE, NO PEER)".into(), bars });
+    }
+    groups
+}
+
 fn chart_groups(rows: &[Row]) -> Vec<chart::Group> {
     let mut groups: Vec<chart::Group> = Vec::new();
     for r in rows {
-        let title = format!("{} BATCH {} (IMAGES/S)", r.model, r.batch);
+        let title = format!("INFERENCE {} BATCH {} (IMAGES/S)", r.model, r.batch);
         if groups.last().map(|g| g.title != title).unwrap_or(true) {
             groups.push(chart::Group { title, bars: Vec::new() });
         }
