@@ -28,7 +28,7 @@ fn parse_xml(bytes: &[u8], file: &str) -> Result<Vec<Object>> {
         let mut b = [0f32; 4];
         for (v, tag) in b.iter_mut().zip(["xmin", "ymin", "xmax", "ymax"]) {
             let t = child(bb, tag).and_then(|n| n.text()).ok_or_else(|| bad(format!("object #{k} ({name}) has no <{tag}>")))?;
-            *v = t.trim().parse().map_err(|_| bad(format!("object #{k} ({name}): <{tag}> is {t:?}, not a number")))?;
+            *v = t.trim().parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| bad(format!("object #{k} ({name}): <{tag}> is {t:?}, not a finite number")))?;
         }
         out.push(Object { name, b });
     }

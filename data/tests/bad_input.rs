@@ -78,6 +78,9 @@ fn broken_xml_names_the_file() {
     put(t.path(), "VOC/Annotations/b.xml", b"<annotation><object><name>dog</name><bndbox><xmin>1</xmin></bndbox></object></annotation>");
     let msg = Dataset::open(t.path(), &no_cache()).unwrap_err().to_string();
     assert!(msg.ends_with("b.xml: bad annotation XML: object #0 (dog) has no <ymin>"), "{msg}");
+    put(t.path(), "VOC/Annotations/b.xml", voc_xml(&[("dog", [0, 0, 15, 7])]).replace("<ymax>7<", "<ymax>nan<").as_bytes());
+    let msg = Dataset::open(t.path(), &no_cache()).unwrap_err().to_string();
+    assert!(msg.ends_with("b.xml: bad annotation XML: object #0 (dog): <ymax> is \"nan\", not a finite number"), "{msg}");
 }
 
 #[test]
