@@ -47,7 +47,7 @@ pub struct TrainConfig {
     pub device: String,
     /// Stop (with a checkpoint) after this many minutes; 0 = no limit.
     pub max_minutes: f64,
-    /// k-NN every this many epochs (fractional allowed); 0 = only at start and end.
+    /// k-NN every this many epochs (fractional allowed); 0 = only at start and end; negative = never.
     pub knn_every: f64,
     /// Training images used for the k-NN gallery (0 = all).
     pub knn_train: usize,
@@ -151,6 +151,19 @@ impl Split {
     pub fn images(&self) -> ImageSet<'_> {
         ImageSet { pixels: &self.pixels, n: self.n, h: self.h, w: self.w }
     }
+
+    /// `k` images evenly strided over the split (class-balanced when the
+    /// split is sorted by class, as image folders are); all when `k` is 0 or too big.
+    pub fn subset(&self, k: usize) -> Split {
+        if k == 0 || k >= self.n {
+            return Split { pixels: self.pixels.clone(), labels: self.labels.clone(), n: self.n, h: self.h, w: self.w };
+        }
+        let s = self.h * self.w * 3;
+        let idx: Vec<usize> = (0..k).map(|i| i * self.n / k).collect();
+        let pixels = idx.iter().flat_map(|&i| self.pixels[i * s..(i + 1) * s].iter().copied()).collect();
+        let labels = if self.labels.is_empty() { vec![] } else { idx.iter().map(|&i| self.labels[i]).collect() };
+        Split { pixels, labels, n: k, h: self.h, w: self.w }
+    }
 }
 
 /// Loads `train` and `test` splits through the data crate.
@@ -219,8 +232,11 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     let toml = toml::to_string(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
     crate::backend::atomic_write(&out.join("config.toml"), toml.as_bytes()).map_err(io(out))?;
 
-    let (train_split, test_split, dataset_name) = load_splits(&cfg.data)?;
-    let n = if cfg.limit > 0 { cfg.limit.min(train_split.n) } else { train_split.n };
+    let (full_train, test_split, dataset_name) = load_splits(&cfg.data)?;
+    let train_split = full_train.subset(cfg.limit);
+    let gallery = full_train.subset(cfg.knn_train);
+    drop(full_train);
+    let n = train_split.n;
     if n < cfg.batch_size {
         return Err(TrainError::Config(format!("{} training images, fewer than the batch size {}", n, cfg.batch_size)));
     }
@@ -270,15 +286,13 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(out.join("metrics.jsonl")).map_err(io(out))?;
     let t0 = Instant::now();
     let minutes = |t0: &Instant| minutes_before + t0.elapsed().as_secs_f64() / 60.0;
-    let knn_train = if cfg.knn_train > 0 { cfg.knn_train.min(train_split.n) } else { train_split.n };
     let run_knn = |method: &dyn methods::Method| -> Result<Option<(f64, f64)>, TrainError> {
         let Some(test) = &test_split else { return Ok(None) };
         let t = eval_transform(size as i64);
         let p = method.students()[0].1;
-        let tr = ImageSet { n: knn_train, ..train_split.images() };
-        let ftr = eval::features(method.backbone(), p, tr, &t, 512, device).map_err(|e| TrainError::Data(e.to_string()))?;
+        let ftr = eval::features(method.backbone(), p, gallery.images(), &t, 512, device).map_err(|e| TrainError::Data(e.to_string()))?;
         let fte = eval::features(method.backbone(), p, test.images(), &t, 512, device).map_err(|e| TrainError::Data(e.to_string()))?;
-        let acc = eval::knn_accuracy(&ftr, &train_split.labels[..knn_train], &fte, &test.labels, &eval::KNN_SETTINGS, 1000);
+        let acc = eval::knn_accuracy(&ftr, &gallery.labels, &fte, &test.labels, &eval::KNN_SETTINGS, 1000);
         Ok(Some((acc[0], acc[1])))
     };
     let mut last_knn = None;
@@ -301,7 +315,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Vec<f32>>)>(2);
     let producer = {
         let pipeline = pipeline.clone();
-        let pixels = train_split.pixels[..n * train_split.h * train_split.w * 3].to_vec();
+        let pixels = train_split.pixels.clone();
         let (h, w, bs, seed) = (train_split.h, train_split.w, cfg.batch_size, cfg.seed);
         std::thread::spawn(move || {
             let mut order_epoch = u64::MAX;
@@ -368,7 +382,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
             loss_acc = (0.0, 0);
             log(&m, &mut metrics)?;
         }
-        if step % knn_period == 0 || step == total || out_of_time {
+        if cfg.knn_every >= 0.0 && (step % knn_period == 0 || step == total || out_of_time) {
             if let Some((a, b)) = run_knn(method.as_ref())? {
                 let m = Metric { step, epoch: step as f64 / steps_per_epoch as f64, minutes: minutes(&t0), loss: None, lr: None, images_per_s: None, knn20: Some(a), knn200: Some(b) };
                 log(&m, &mut metrics)?;
