@@ -10,8 +10,8 @@ Peers:
   inference  pytorch_eager     torchvision / timm model, eval mode, torch.inference_mode
              torch_onnx_ort    torch.onnx.export(dynamo=False, opset 17) + onnxruntime CPU
   training   pytorch           one SimCLR step on ResNet-18 CIFAR written like
-                               pretext's trainer: both views in one batch through
-                               backbone + projection head (Linear-BN-ReLU-Linear-BN),
+                               pretext's trainer: each view through backbone +
+                               projection head (Linear-BN-ReLU-Linear-BN),
                                NT-Xent, SGD momentum, weight decay on weights only
   knn        faiss_flat_ip     faiss.IndexFlatIP exact search, top-k
 
@@ -183,10 +183,13 @@ def bench_training(spec, timer, out):
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     opt = torch.optim.SGD(groups, lr=tr["lr"], momentum=tr["momentum"])
     views = torch.from_numpy(load_st(tr["input"])["x"])
+    b = views.shape[0] // 2
+    x0, x1 = views[:b], views[b:]
     losses = []
 
     def step():
-        z = head.layers(backbone(views))
+        # One forward per view (BatchNorm statistics per view), as pretext's trainer and lightly do.
+        z = torch.cat([head.layers(backbone(x0)), head.layers(backbone(x1))])
         loss = nt_xent(z, tr["temperature"])
         opt.zero_grad(set_to_none=True)
         loss.backward()

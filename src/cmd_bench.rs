@@ -382,7 +382,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         training.push(json!({"system": "pretext_tch", "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": losses}));
         if let Some(pr) = peers["training"].as_array().and_then(|v| v.first()) {
             let times: Vec<f64> = serde_json::from_value(pr["times_s"].clone())?;
-            training.push(json!({"system": "pytorch", "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": pr["losses"]}));
+            let theirs: Vec<f64> = serde_json::from_value(pr["losses"].clone()).unwrap_or_default();
+            let diff = losses.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            training[0]["loss_max_abs_diff_vs_pytorch"] = json!(diff);
+            training.push(json!({"system": "pytorch", "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": theirs}));
         }
     }
 
@@ -502,7 +505,14 @@ fn print_table(report: &Value, rows: &[Row]) {
         let base = t.iter().find(|x| x["system"] == "pytorch").and_then(|x| x["images_per_s"].as_f64());
         for x in t {
             let ips = x["images_per_s"].as_f64().unwrap_or(f64::NAN);
-            println!("  {:<12} {:>8.1} img/s  p50 {:>8.1} ms/step  vs PyTorch {}", x["system"].as_str().unwrap_or(""), ips, x["summary"]["p50_ms"].as_f64().unwrap_or(f64::NAN), fmt_ratio(base.map(|b| ips / b).as_ref()));
+            println!(
+                "  {:<12} {:>8.1} img/s  p50 {:>8.1} ms/step  images/s vs PyTorch {}{}",
+                x["system"].as_str().unwrap_or(""),
+                ips,
+                x["summary"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                fmt_ratio(base.map(|b| ips / b).as_ref()),
+                x["loss_max_abs_diff_vs_pytorch"].as_f64().map(|d| format!("  (same losses step by step: max |diff| {d:.1e})")).unwrap_or_default()
+            );
         }
     }
     if let Some(t) = report["augment"].as_array().filter(|t| !t.is_empty()) {

@@ -79,7 +79,7 @@ pub struct StepConfig {
 }
 
 /// Times `steps` SimCLR steps of the trainer itself (`methods::simclr`:
-/// both views through backbone and projection head in one batch, NT-Xent,
+/// each view through backbone and projection head (BatchNorm statistics per view), NT-Xent,
 /// backward, the trainer's SGD with momentum, weight decay on weights only),
 /// exactly the calls of `pretext train`'s loop minus data loading.
 /// Returns per-step times and losses.
