@@ -67,12 +67,12 @@ impl Ord for MinSim {
     }
 }
 
-const QUERY_CHUNK: usize = 64;
-const GALLERY_BLOCK: usize = 4096;
+const QUERY_CHUNK: usize = 256;
+const GALLERY_BLOCK: usize = 2048;
 
 /// Exact top-k by inner product, `queries [Q, D]` against `gallery [N, D]`,
 /// sorted by decreasing similarity (ties: lower index first). Chunked f32 GEMM
-/// (matrixmultiply) over 64-query x 4096-row blocks, query chunks in parallel.
+/// (matrixmultiply) over 256-query x 2048-row blocks, query chunks in parallel.
 pub fn exact_topk(gallery: ArrayView2<f32>, queries: ArrayView2<f32>, k: usize) -> Vec<Vec<Neighbor>> {
     let (n, d) = gallery.dim();
     assert_eq!(queries.ncols(), d, "query and gallery dims differ");
