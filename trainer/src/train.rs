@@ -285,14 +285,18 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
 
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(out.join("metrics.jsonl")).map_err(io(out))?;
     let t0 = Instant::now();
-    let minutes = |t0: &Instant| minutes_before + t0.elapsed().as_secs_f64() / 60.0;
+    // Training minutes: wall time minus the time spent in k-NN evaluations.
+    let eval_secs = std::cell::Cell::new(0.0f64);
+    let minutes = |t0: &Instant| minutes_before + (t0.elapsed().as_secs_f64() - eval_secs.get()) / 60.0;
     let run_knn = |method: &dyn methods::Method| -> Result<Option<(f64, f64)>, TrainError> {
         let Some(test) = &test_split else { return Ok(None) };
+        let te = Instant::now();
         let t = eval_transform(size as i64);
         let p = method.students()[0].1;
         let ftr = eval::features(method.backbone(), p, gallery.images(), &t, 512, device).map_err(|e| TrainError::Data(e.to_string()))?;
         let fte = eval::features(method.backbone(), p, test.images(), &t, 512, device).map_err(|e| TrainError::Data(e.to_string()))?;
         let acc = eval::knn_accuracy(&ftr, &gallery.labels, &fte, &test.labels, &eval::KNN_SETTINGS, 1000);
+        eval_secs.set(eval_secs.get() + te.elapsed().as_secs_f64());
         Ok(Some((acc[0], acc[1])))
     };
     let mut last_knn = None;
@@ -339,6 +343,8 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
 
     let mut images = 0usize;
     let t_train = Instant::now();
+    let eval_at_start = eval_secs.get();
+    let train_secs = || (t_train.elapsed().as_secs_f64() - (eval_secs.get() - eval_at_start)).max(1e-9);
     let mut step = start;
     let mut finished = true;
     let mut loss_acc = (0.0, 0usize);
@@ -371,7 +377,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
         images += cfg.batch_size;
         loss_acc.0 += lv;
         loss_acc.1 += 1;
-        let ips = images as f64 / t_train.elapsed().as_secs_f64();
+        let ips = images as f64 / train_secs();
         bar.set_position(step);
         bar.set_message(format!("loss {lv:.4} lr {lr:.4} {ips:.0} img/s"));
         let epoch_end = step % steps_per_epoch == 0;
@@ -391,6 +397,12 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
         }
         let ck_due = (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || epoch_end || step == total || out_of_time || stop_now;
         if ck_due {
+            // A step can leave finite loss but overflowed weights: never checkpoint those.
+            let bad = opt.slots.iter().find(|s| s.param.isfinite().all().int64_value(&[]) == 0).map(|s| s.name.clone());
+            if let Some(name) = bad {
+                bar.abandon();
+                return Err(TrainError::NonFinite { loss: f64::NAN, step, epoch: step / steps_per_epoch, checkpoint: format!("{} (weights '{name}' became non-finite)", if ckpt_path.exists() { ckpt_path.display().to_string() } else { "none".into() }) });
+            }
             save_checkpoint(cfg, method.as_ref(), &opt, step, minutes(&t0), &dataset_name)?;
         }
         if out_of_time || stop_now {
@@ -402,7 +414,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     let _ = producer.join();
     bar.finish();
     plot_metrics(out)?;
-    Ok(Summary { steps: step, finished, last_knn, images_per_s: images as f64 / t_train.elapsed().as_secs_f64().max(1e-9) })
+    Ok(Summary { steps: step, finished, last_knn, images_per_s: images as f64 / train_secs() })
 }
 
 /// Every tensor that a checkpoint holds, by checkpoint name.

@@ -1,0 +1,101 @@
+//! `pretext train` writes a complete run dir, `--config` re-runs it exactly,
+//! `pretext eval` reads the exported backbone, and a diverging run stops with
+//! a clear error that leaves the last good checkpoint.
+
+use std::path::Path;
+use std::process::Command;
+
+fn write_dataset(root: &Path) {
+    for (split, n) in [("train", 32), ("test", 16)] {
+        for (c, class) in ["a", "b"].iter().enumerate() {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..n / 2 {
+                let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                    let v = if c == 0 { (x * 8 + i) % 256 } else { (y * 8 + i) % 256 };
+                    image::Rgb([v as u8, 128, (255 - v) as u8])
+                });
+                img.save(dir.join(format!("{i:03}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+fn pretext(data: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pretext"));
+    c.env("PRETEXT_CACHE", data.parent().unwrap().join("cache"));
+    c
+}
+
+fn weights(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(k, t)| (k, t.data().to_vec())).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn run_dir_config_rerun_and_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data);
+    let run = tmp.path().join("run");
+    let out = pretext(&data)
+        .args(["train", "--method", "simclr", "--backbone", "resnet18-cifar", "--width", "4", "--epochs", "2", "--batch-size", "8", "--threads", "1", "--quiet"])
+        .arg("--data").arg(&data).arg("--out").arg(&run)
+        .output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("finished after 8 steps") && stdout.contains("k-NN top-1"), "{stdout}");
+    for f in ["config.toml", "metrics.jsonl", "checkpoint.safetensors", "checkpoint.json", "backbone.safetensors", "loss.png", "knn.png"] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().filter(|l| l.contains("knn20")).count() >= 2, "{metrics}");
+    let bytes = std::fs::read(run.join("backbone.safetensors")).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let md = md.metadata().clone().unwrap();
+    let arch: pretext_models::BackboneConfig = serde_json::from_str(&md["pretext.arch"]).unwrap();
+    assert!(matches!(arch, pretext_models::BackboneConfig::Resnet(ref r) if r.width == 4));
+    assert_eq!(md["pretext.method"], "simclr");
+    assert!(weights(&run.join("backbone.safetensors")).iter().any(|(k, _)| k == "layer4.1.bn2.running_var"));
+    assert!(!weights(&run.join("backbone.safetensors")).iter().any(|(k, _)| k.starts_with("projection_head")));
+
+    // Re-run from the saved config into another dir: identical weights.
+    let again = tmp.path().join("again");
+    let st = pretext(&data).arg("train").arg("--config").arg(run.join("config.toml")).arg("--out").arg(&again).arg("--quiet").status().unwrap();
+    assert!(st.success());
+    assert_eq!(weights(&run.join("backbone.safetensors")), weights(&again.join("backbone.safetensors")));
+
+    // Eval reads the run dir and prints the random-init baseline next to it.
+    let out = pretext(&data).args(["eval", "knn"]).arg(&run).arg("--data").arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("checkpoint: k-NN") && s.contains("random init: k-NN"), "{s}");
+    let out = pretext(&data).args(["eval", "linear"]).arg(&run).arg("--data").arg(&data).args(["--epochs", "5"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("linear probe top-1"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = pretext(&data).args(["eval", "finetune"]).arg(&run).arg("--data").arg(&data).args(["--epochs", "1", "--no-baseline"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fine-tuned top-1"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data);
+    let run = tmp.path().join("run");
+    let out = pretext(&data)
+        .args(["train", "--method", "byol", "--backbone", "resnet18-cifar", "--width", "4", "--epochs", "50", "--batch-size", "8", "--threads", "1", "--quiet", "--knn-every=-1", "--checkpoint-every", "1", "--lr", "1e30"])
+        .arg("--data").arg(&data).arg("--out").arg(&run)
+        .output().unwrap();
+    assert!(!out.status.success(), "a run at lr 1e30 must diverge");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("non-finite loss") && err.contains("checkpoint.safetensors"), "{err}");
+    // The checkpoint left behind is readable and all-finite.
+    for (k, bytes) in weights(&run.join("checkpoint.safetensors")) {
+        if k.starts_with("student.") && !k.ends_with("num_batches_tracked") {
+            assert!(bytes.chunks_exact(4).all(|c| f32::from_le_bytes(c.try_into().unwrap()).is_finite()), "{k} is not finite");
+        }
+    }
+}
