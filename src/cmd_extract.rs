@@ -35,9 +35,9 @@ pub struct ModelArgs {
     /// Inference backend.
     #[arg(long, value_enum, default_value = "tract")]
     pub backend: BackendArg,
-    /// tract: one plan per batch size instead of one with a symbolic batch.
+    /// tract: one plan with a symbolic batch instead of one optimized plan per batch size.
     #[arg(long)]
-    pub tract_per_batch: bool,
+    pub tract_symbolic: bool,
     /// ort: execution provider (an unavailable provider is an error, never a CPU fallback).
     #[arg(long, value_enum, default_value = "cpu")]
     pub provider: ProviderArg,
@@ -80,7 +80,7 @@ impl ModelArgs {
     pub fn open(&self, model: &Path) -> Result<Extractor> {
         let backend = match self.backend {
             BackendArg::Tract => BackendKind::TractWith(TractOptions {
-                batch_mode: if self.tract_per_batch { TractBatchMode::PerBatch } else { TractBatchMode::Symbolic },
+                batch_mode: if self.tract_symbolic { TractBatchMode::Symbolic } else { TractBatchMode::PerBatch },
                 input_hw: None,
             }),
             BackendArg::Ort => {
