@@ -150,6 +150,8 @@ pub struct Row {
     pub backend: &'static str,
     pub max_abs: f32,
     pub cosine: f32,
+    /// Largest |value| of the reference, to read `max_abs` against.
+    pub ref_max: f32,
 }
 
 /// Compares every backend's outputs with the reference, by position.
@@ -163,16 +165,16 @@ pub fn compare(reference: &[(String, ArrayD<f32>)], runs: &[(&'static str, Vec<A
             if r.shape() != o.shape() {
                 bail!("{backend}: output {name} has shape {:?}, the tch forward {:?}", o.shape(), r.shape());
             }
-            rows.push(Row { output: name.clone(), backend, max_abs: max_abs(r, o), cosine: min_cosine(r, o) });
+            rows.push(Row { output: name.clone(), backend, max_abs: max_abs(r, o), cosine: min_cosine(r, o), ref_max: r.iter().fold(0.0, |m, v| m.max(v.abs())) });
         }
     }
     Ok(rows)
 }
 
 pub fn format_table(rows: &[Row]) -> String {
-    let mut s = format!("{:<16} {:<12} {:>12} {:>10}\n", "output", "backend", "max|err|", "cosine");
+    let mut s = format!("{:<16} {:<12} {:>12} {:>10} {:>10}\n", "output", "backend", "max|err|", "cosine", "max|ref|");
     for r in rows {
-        s += &format!("{:<16} {:<12} {:>12.3e} {:>10.6}\n", r.output, r.backend, r.max_abs, r.cosine);
+        s += &format!("{:<16} {:<12} {:>12.3e} {:>10.6} {:>10.3}\n", r.output, r.backend, r.max_abs, r.cosine, r.ref_max);
     }
     s
 }
