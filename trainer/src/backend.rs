@@ -219,7 +219,7 @@ fn f16_to_f32(h: u16) -> f32 {
             sign
         } else {
             // subnormal
-            let mut e = -1i32;
+            let mut e = 0i32; // man * 2^-24, normalised below
             let mut m = man;
             while m & 0x400 == 0 {
                 m <<= 1;
@@ -372,6 +372,16 @@ mod tests {
             let y2 = tch::no_grad(|| b.forward_features(&mut TchOps::new(&q, false), &x));
             assert!(f64::try_from((y - y2).abs().max()).unwrap() == 0.0, "{name}: reload changed the output");
         }
+    }
+
+    /// fp16 subnormals are man * 2^-24 (numpy: np.uint16(1).view(np.float16) == 2**-24).
+    #[test]
+    fn f16_subnormals_widen_exactly() {
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x0200), 2f32.powi(-15));
+        assert_eq!(f16_to_f32(0x03ff), 1023.0 * 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x8001), -(2f32.powi(-24)));
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
     }
 
     #[test]
