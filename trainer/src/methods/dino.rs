@@ -3,7 +3,7 @@
 //! teacher across views; the teacher sees the 2 global crops, the student all
 //! crops (multi-crop). Works on ViTs and ResNets.
 
-use pretext_models::{Act, Backbone, HeadBlock, Init, MlpHead, ParamKind, ParamSpec};
+use pretext_models::{Act, Backbone, HeadBlock, Init, MlpHead, ParamKind, ParamSpec, Vit};
 use tch::{Device, Kind, Tensor};
 
 use super::{check_views, ema_update, momentum_copy, Method, MethodConfig, MethodError, StepCtx};
@@ -74,7 +74,17 @@ impl Dino {
                 j += 1;
             }
             let x = Tensor::cat(&views[i..j], 0);
-            let f = self.backbone.forward_features(&mut TchOps::new(params, true), &x);
+            let side = x.size()[3];
+            // A ViT runs local crops at their resolution with resampled position embeddings.
+            let resized;
+            let bb = match &self.backbone {
+                Backbone::Vit(v) if v.config.img_size != side => {
+                    resized = Backbone::Vit(Vit::new(v.config.clone().at_resolution(side)));
+                    &resized
+                }
+                b => b,
+            };
+            let f = bb.forward_features(&mut TchOps::new(params, true), &x);
             let y = self.head.forward(params, &f);
             out.extend(y.chunk((j - i) as i64, 0));
             i = j;

@@ -146,7 +146,7 @@ mod tests {
     }
 
     #[test]
-    fn mae_loss_ignores_visible_patch_pixels() {
+    fn mae_forward_masks_the_ratio_and_backpropagates() {
         tch::manual_seed(0);
         let cfg = VitConfig::vit_tiny_patch16_224().with_patch_and_size(4, 16).with_depth(1);
         let mut c = MethodConfig::preset("mae", 192).unwrap();
@@ -155,17 +155,13 @@ mod tests {
         c.decoder_heads = 2;
         let m = Mae::new(&c, Backbone::Vit(Vit::new(cfg)), Device::Cpu).unwrap();
         let x = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        tch::manual_seed(9);
         let (l, mask) = m.forward_loss(&x);
+        // 16 patches per image, 75% masked.
         assert_eq!(mask.sum(Kind::Float).double_value(&[]), 2.0 * 12.0);
-        // The loss's gradient w.r.t. the input pixels of... the target side flows only
-        // through masked patches: perturbing x changes the encoder too, so test via
-        // the loss function directly on a patch grid.
-        assert!(l.double_value(&[]).is_finite());
         l.backward();
-        let g = patchify(&x.grad(), 4).abs().sum_dim_intlist([-1i64].as_slice(), false, Kind::Float);
-        // Visible patches get gradient from the encoder path only, masked ones from both:
-        // every patch gets some gradient, and none is NaN.
-        assert!(g.isfinite().all().int64_value(&[]) == 1);
+        assert!(x.grad().isfinite().all().int64_value(&[]) == 1);
+        // A ResNet is refused with a clear error.
+        let r = Backbone::new(&pretext_models::BackboneConfig::from_name("resnet18-cifar").unwrap());
+        assert!(Mae::new(&c, r, Device::Cpu).err().unwrap().to_string().contains("needs a ViT backbone"));
     }
 }
