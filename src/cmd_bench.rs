@@ -62,6 +62,12 @@ pub struct BenchArgs {
     /// or `per-batch` (one plan optimised per concrete batch size).
     #[arg(long, default_value = "per-batch")]
     pub tract_plan: String,
+    /// OpenMP wait policy for both libtorch systems (tch here, PyTorch in the
+    /// peers): `passive` (default) parks idle workers instead of spinning, which
+    /// keeps a shared machine's background load from stalling every parallel
+    /// region; `active` is libgomp's default; `inherit` leaves OMP_WAIT_POLICY as is.
+    #[arg(long, default_value = "passive")]
+    pub omp_wait_policy: String,
     /// Skip the Python peers (no ratios).
     #[arg(long)]
     pub no_peers: bool,
@@ -111,9 +117,9 @@ fn plan(a: &BenchArgs) -> Result<Plan> {
         Plan {
             models: MODELS.iter().map(|s| s.to_string()).collect(),
             batches: vec![1, 8, 32],
-            timing: Timing { warmup: 1, min_iters: 3, max_iters: 500, budget_s: 2.0 },
+            timing: Timing { warmup: 1, min_iters: 3, max_iters: 500, budget_s: 1.5 },
             train_batch: 64,
-            train_steps: 4,
+            train_steps: 3,
             knn_n: 50_000,
             knn_queries: 1000,
             augment_images: 2048,
@@ -203,8 +209,32 @@ struct Row {
     max_rel_diff_vs_pytorch: Option<f64>,
 }
 
+/// libgomp reads OMP_WAIT_POLICY once, when libtorch is loaded at process
+/// start, so a different policy needs a fresh process: re-executes this
+/// command with the variable set (the Python peers inherit it).
+fn reexec_with_wait_policy(policy: &str) -> Result<Option<i32>> {
+    let want = match policy {
+        "passive" => "PASSIVE",
+        "active" => "ACTIVE",
+        "inherit" => return Ok(None),
+        other => bail!("--omp-wait-policy must be passive, active or inherit, got '{other}'"),
+    };
+    if std::env::var("OMP_WAIT_POLICY").is_ok_and(|v| v.eq_ignore_ascii_case(want)) {
+        return Ok(None);
+    }
+    let exe = std::env::current_exe().context("locating the pretext executable")?;
+    let status = Command::new(exe).args(std::env::args_os().skip(1)).env("OMP_WAIT_POLICY", want).status().context("re-executing pretext bench")?;
+    Ok(Some(status.code().unwrap_or(1)))
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
     let p = plan(&a)?;
+    if let Some(code) = reexec_with_wait_policy(&a.omp_wait_policy)? {
+        if code != 0 {
+            bail!("pretext bench (OMP_WAIT_POLICY={}) exited with status {code}", a.omp_wait_policy);
+        }
+        return Ok(());
+    }
     let tract_opts = pretext_runtime::TractOptions {
         batch_mode: match a.tract_plan.as_str() {
             "symbolic" => pretext_runtime::TractBatchMode::Symbolic,
@@ -250,50 +280,43 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let train = if sections("training") { Some(prep::train_case(&dir, p.train_batch)?) } else { None };
     let knn_path = if sections("knn") { Some(prep::knn_case(&dir, p.knn_n, p.knn_queries, 512)?) } else { None };
 
-    // ---- Python peers
-    let peers: Value = if a.no_peers {
-        json!({})
-    } else {
-        let spec = json!({
-            "threads": a.threads,
-            "timing": p.timing,
-            "inference": if cases.is_empty() { Value::Null } else { json!({
-                "systems": PEERS,
-                "onnx_dir": dir,
-                "outputs": dir.join("peer_outputs.safetensors"),
-                "models": cases.iter().map(|c| json!({"name": c.name, "weights": c.weights, "input": c.input, "batches": p.batches})).collect::<Vec<_>>(),
-            })},
-            "training": train.as_ref().map(|t| json!({
-                "weights": t.weights, "input": t.views, "hidden": t.hidden, "out": t.out,
-                "lr": step_cfg.lr, "momentum": step_cfg.momentum, "weight_decay": step_cfg.weight_decay,
-                "temperature": step_cfg.temperature, "warmup": 1, "steps": p.train_steps,
-            })),
-            "knn": knn_path.as_ref().map(|k| json!({"data": k, "k": 20})),
-        });
-        let spec_path = dir.join("peers_spec.json");
-        std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
-        let out_path = dir.join("peers.json");
-        let py = python(&a);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_peers.py");
-        eprintln!("[bench] running the Python peers ({})", py.display());
-        let status = Command::new(&py)
-            .arg(&script)
-            .arg(&spec_path)
-            .arg(&out_path)
-            .env("OMP_NUM_THREADS", a.threads.to_string())
-            .status()
-            .with_context(|| format!("starting {} {}", py.display(), script.display()))?;
-        if !status.success() {
-            bail!("{} failed ({status}); rerun with --no-peers to measure pretext alone", script.display());
+    // ---- Python peers: run section by section (model by model for
+    // inference) right before the Rust side, so compared systems are timed
+    // minutes apart at most, under the same background load.
+    let base_spec = json!({"threads": a.threads, "timing": p.timing});
+    let mut peers = json!({"inference": [], "training": [], "knn": {}, "torch_flop_counter": {}, "versions": null});
+    fn merge(peers: &mut Value, v: Value) {
+        if let Some(l) = v["inference"].as_array() {
+            peers["inference"].as_array_mut().expect("array").extend(l.iter().cloned());
         }
-        serde_json::from_slice(&std::fs::read(&out_path)?).with_context(|| format!("parsing {}", out_path.display()))?
-    };
+        if let Some(m) = v["torch_flop_counter"].as_object() {
+            for (k, x) in m {
+                peers["torch_flop_counter"][k] = x.clone();
+            }
+        }
+        if v["training"].as_array().is_some_and(|t| !t.is_empty()) {
+            peers["training"] = v["training"].clone();
+        }
+        if v["knn"].as_object().is_some_and(|k| !k.is_empty()) {
+            peers["knn"] = v["knn"].clone();
+        }
+        peers["versions"] = v["versions"].clone();
+    }
 
     // ---- inference
     let mut rows: Vec<Row> = Vec::new();
     let mut unavailable: Vec<String> = Vec::new();
     let mut raw: Vec<(String, usize, String, Vec<f64>, Option<Vec<f32>>)> = Vec::new();
     for case in &cases {
+        if !a.no_peers {
+            let spec = json!({"inference": {
+                "systems": PEERS,
+                "onnx_dir": dir,
+                "outputs": dir.join(format!("{}.peer_outputs.safetensors", case.name)),
+                "models": [{"name": case.name, "weights": case.weights, "input": case.input, "batches": p.batches}],
+            }});
+            merge(&mut peers, run_peers(&a, &dir, &case.name, &base_spec, spec)?);
+        }
         let tch_model = systems::TchModel::load(case)?;
         let ort = match &onnx[&case.name] {
             Ok(_) => {
@@ -332,7 +355,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
             raw.push((r["model"].as_str().unwrap_or("").into(), r["batch"].as_u64().unwrap_or(0) as usize, r["system"].as_str().unwrap_or("").into(), times, None));
         }
     }
-    let peer_outputs = dir.join("peer_outputs.safetensors");
     let mut macs = std::collections::BTreeMap::new();
     for case in &cases {
         let c = flops::count_forward(&pretext_models::Backbone::new(&case.config), 1, case.image_size);
@@ -349,7 +371,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }
         }
         let diff = output.as_ref().and_then(|o| {
-            let (reference, _) = prep::read_f32(&peer_outputs, &format!("{model}/pytorch_eager/{batch}")).ok()?;
+            let (reference, _) = prep::read_f32(&dir.join(format!("{model}.peer_outputs.safetensors")), &format!("{model}/pytorch_eager/{batch}")).ok()?;
             rel_diff(o, &reference)
         });
         rows.push(Row {
@@ -376,6 +398,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // ---- training
     let mut training = Vec::new();
     if let Some(t) = &train {
+        if !a.no_peers {
+            let spec = json!({"training": {
+                "weights": t.weights, "input": t.views, "hidden": t.hidden, "out": t.out,
+                "lr": step_cfg.lr, "momentum": step_cfg.momentum, "weight_decay": step_cfg.weight_decay,
+                "temperature": step_cfg.temperature, "warmup": 1, "steps": p.train_steps,
+            }});
+            merge(&mut peers, run_peers(&a, &dir, "training", &base_spec, spec)?);
+        }
         eprintln!("[bench] SimCLR step, batch {} (x2 views), {} steps", t.batch, p.train_steps);
         let (times, losses) = systems::time_train_step(t, step_cfg, 1, p.train_steps)?;
         let imgs = (2 * t.batch) as f64;
@@ -410,6 +440,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // ---- k-NN
     let mut knn = Vec::new();
     if let Some(path) = &knn_path {
+        if !a.no_peers {
+            merge(&mut peers, run_peers(&a, &dir, "knn", &base_spec, json!({"knn": {"data": path, "k": 20}}))?);
+        }
         let (times, top1, nq) = systems::time_knn(path, 20, a.threads, &p.timing)?;
         let s = Summary::of(&times);
         let mut row = json!({"system": "pretext_exact", "gallery": p.knn_n, "dim": 512, "queries": nq, "k": 20,
@@ -434,7 +467,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "date_utc": utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": {"cpu": cpu_model(), "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                    "threads_per_system": a.threads, "load_before": load_before, "load_after": loadavg()},
+                    "threads_per_system": a.threads, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg()},
         "peak": peak,
         "macs_per_image": macs.iter().map(|(k, c)| (k.clone(), json!({"macs": c.macs, "elementwise": c.elementwise,
             "torch_flop_counter_flops": peers["torch_flop_counter"][k]}))).collect::<serde_json::Map<_, _>>(),
@@ -462,6 +495,31 @@ pub fn run(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Runs scripts/bench_peers.py on `base` + `section` and returns its JSON.
+fn run_peers(a: &BenchArgs, dir: &Path, tag: &str, base: &Value, section: Value) -> Result<Value> {
+    let mut spec = base.clone();
+    for (k, v) in section.as_object().into_iter().flatten() {
+        spec[k] = v.clone();
+    }
+    let spec_path = dir.join(format!("peers_spec.{tag}.json"));
+    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
+    let out_path = dir.join(format!("peers.{tag}.json"));
+    let py = python(a);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_peers.py");
+    eprintln!("[bench] Python peers: {tag} ({})", py.display());
+    let status = Command::new(&py)
+        .arg(&script)
+        .arg(&spec_path)
+        .arg(&out_path)
+        .env("OMP_NUM_THREADS", a.threads.to_string())
+        .status()
+        .with_context(|| format!("starting {} {}", py.display(), script.display()))?;
+    if !status.success() {
+        bail!("{} failed on {} ({status}); rerun with --no-peers to measure pretext alone", script.display(), spec_path.display());
+    }
+    serde_json::from_slice(&std::fs::read(&out_path)?).with_context(|| format!("parsing {}", out_path.display()))
+}
+
 fn utc_now() -> String {
     Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).map(|s| s.trim().to_string()).unwrap_or_default()
 }
@@ -472,7 +530,7 @@ fn fmt_ratio(r: Option<&f64>) -> String {
 
 fn print_table(report: &Value, rows: &[Row]) {
     let peak = &report["peak"];
-    println!("pretext bench, {} — {} threads per system, {}", report["date_utc"].as_str().unwrap_or(""), report["machine"]["threads_per_system"], report["machine"]["cpu"].as_str().unwrap_or(""));
+    println!("pretext bench, {} — {} threads per system, OMP_WAIT_POLICY={}, {}, load average {} before, {} after", report["date_utc"].as_str().unwrap_or(""), report["machine"]["threads_per_system"], report["machine"]["omp_wait_policy"].as_str().unwrap_or("unset"), report["machine"]["cpu"].as_str().unwrap_or(""), report["machine"]["load_before"], report["machine"]["load_after"]);
     println!("peak f32: {:.1} GFLOP/s ({})", peak["gflops"].as_f64().unwrap_or(0.0), peak["method"].as_str().unwrap_or(""));
     println!("ratios are p50 latency of the row / p50 latency of the peer (< 1 = faster)\n");
     println!(
@@ -511,7 +569,7 @@ fn print_table(report: &Value, rows: &[Row]) {
                 ips,
                 x["summary"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
                 fmt_ratio(base.map(|b| ips / b).as_ref()),
-                x["loss_max_abs_diff_vs_pytorch"].as_f64().map(|d| format!("  (same losses step by step: max |diff| {d:.1e})")).unwrap_or_default()
+                x["loss_max_abs_diff_vs_pytorch"].as_f64().map(|d| format!("  (loss per step vs PyTorch: max |diff| {d:.1e})")).unwrap_or_default()
             );
         }
     }
