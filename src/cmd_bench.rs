@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// or `per-batch` (one plan optimised per concrete batch size).
     #[arg(long, default_value = "per-batch")]
     pub tract_plan: String,
+    /// ONNX Runtime graph optimization level for pretext+ORT: all (default,
+    /// as the torch.onnx+ORT peer), extended, basic, disable.
+    #[arg(long, default_value = "all")]
+    pub ort_opt_level: String,
     /// OpenMP wait policy for both libtorch systems (tch here, PyTorch in the
     /// peers): `passive` (default) parks idle workers instead of spinning, which
     /// keeps a shared machine's background load from stalling every parallel
@@ -235,6 +239,13 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         return Ok(());
     }
+    let opt_level = match a.ort_opt_level.as_str() {
+        "all" => pretext_runtime::GraphOptLevel::All,
+        "extended" => pretext_runtime::GraphOptLevel::Extended,
+        "basic" => pretext_runtime::GraphOptLevel::Basic,
+        "disable" => pretext_runtime::GraphOptLevel::Disable,
+        other => bail!("--ort-opt-level must be all, extended, basic or disable, got '{other}'"),
+    };
     let tract_opts = pretext_runtime::TractOptions {
         batch_mode: match a.tract_plan.as_str() {
             "symbolic" => pretext_runtime::TractBatchMode::Symbolic,
@@ -323,6 +334,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 let opts = pretext_runtime::OrtOptions {
                     intra_threads: Some(a.threads),
                     inter_threads: Some(1),
+                    opt_level,
                     ..Default::default()
                 };
                 Some((pretext_runtime::open_ort(&dir.join(format!("{}.onnx", case.name)), &opts)?, pretext_runtime::open_tract_with(&dir.join(format!("{}.onnx", case.name)), &tract_opts)?))
