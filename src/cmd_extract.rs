@@ -183,7 +183,7 @@ pub(crate) fn open_dataset(path: &Path) -> Result<Dataset> {
 /// A labeled image source: files or dataset splits.
 pub(crate) enum Source {
     Files(Vec<PathBuf>),
-    Data { ds: Dataset, splits: Vec<String> },
+    Data { ds: Box<Dataset>, splits: Vec<String> },
 }
 
 impl Source {
@@ -207,7 +207,7 @@ impl Source {
                     }
                     None => ds.split_names().iter().map(|s| s.to_string()).collect(),
                 };
-                return Ok(Source::Data { ds, splits });
+                return Ok(Source::Data { ds: Box::new(ds), splits });
             } else {
                 bail!("{} is neither an image (.jpg/.png) nor a directory of images", p.display());
             }

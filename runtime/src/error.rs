@@ -33,18 +33,22 @@ pub enum RuntimeError {
     Ort(String),
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
-    #[error("gallery {path} was built by model {gallery_model} (sha256 {gallery_hash}, embedding dim {gallery_dim}), but the model in use is {model} (sha256 {model_hash}, embedding dim {model_dim}); rebuild the gallery with this model")]
-    GalleryMismatch {
-        path: PathBuf,
-        gallery_model: String,
-        gallery_hash: String,
-        gallery_dim: usize,
-        model: String,
-        model_hash: String,
-        model_dim: usize,
-    },
+    #[error("gallery {} was built by model {} (sha256 {}, embedding dim {}), but the model in use is {} (sha256 {}, embedding dim {}); rebuild the gallery with this model", .0.path.display(), .0.gallery_model, .0.gallery_hash, .0.gallery_dim, .0.model, .0.model_hash, .0.model_dim)]
+    GalleryMismatch(Box<GalleryMismatch>),
     #[error("gallery {path}: {reason}")]
     Gallery { path: PathBuf, reason: String },
     #[error("k-NN: {0}")]
     Knn(String),
+}
+
+/// Both sides of a gallery/model mismatch (boxed to keep `RuntimeError` small).
+#[derive(Debug)]
+pub struct GalleryMismatch {
+    pub path: PathBuf,
+    pub gallery_model: String,
+    pub gallery_hash: String,
+    pub gallery_dim: usize,
+    pub model: String,
+    pub model_hash: String,
+    pub model_dim: usize,
 }

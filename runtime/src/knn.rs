@@ -315,7 +315,7 @@ impl Gallery {
     /// Errors unless this gallery was built by the model with this hash and dimension.
     pub fn check_model(&self, path: &Path, model: &str, model_sha256: &str, model_dim: usize) -> Result<(), RuntimeError> {
         if self.model_sha256 != model_sha256 || self.dim() != model_dim {
-            return Err(RuntimeError::GalleryMismatch {
+            return Err(RuntimeError::GalleryMismatch(Box::new(crate::error::GalleryMismatch {
                 path: path.to_path_buf(),
                 gallery_model: self.model_name.clone(),
                 gallery_hash: self.model_sha256.clone(),
@@ -323,7 +323,7 @@ impl Gallery {
                 model: model.to_string(),
                 model_hash: model_sha256.to_string(),
                 model_dim,
-            });
+            })));
         }
         Ok(())
     }
@@ -342,7 +342,7 @@ impl Gallery {
         if queries.ncols() != self.dim() {
             return Err(RuntimeError::Knn(format!("query dim {} but gallery dim {}", queries.ncols(), self.dim())));
         }
-        if p.k == 0 || !(p.temperature > 0.0) {
+        if p.k == 0 || p.temperature.is_nan() || p.temperature <= 0.0 {
             return Err(RuntimeError::Knn(format!("k must be > 0 and T > 0 (got k={}, T={})", p.k, p.temperature)));
         }
         let mut q = queries.clone();

@@ -189,9 +189,8 @@ impl TractBackend {
         m.set_input_fact(0, f32::fact(shape).into())
             .and_then(|_| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .map(|p| {
+            .inspect(|p| {
                 self.per_batch.lock().expect("plan cache poisoned").insert(b, p.clone());
-                p
             })
             .map_err(|e| load_err(&self.path, format!("{e:#}")))
     }

@@ -100,7 +100,7 @@ fn gallery_roundtrip_and_model_mismatch_errors() {
     assert_eq!(h.features, g.features);
     h.check_model(&p, "m1.onnx", "aa11", 8).unwrap();
     let e = h.check_model(&p, "m2.onnx", "bb22", 8).unwrap_err();
-    assert!(matches!(e, RuntimeError::GalleryMismatch { .. }));
+    assert!(matches!(e, RuntimeError::GalleryMismatch(_)));
     let msg = e.to_string();
     assert!(msg.contains("aa11") && msg.contains("bb22") && msg.contains("g.safetensors"), "{msg}");
     let e = h.check_model(&p, "m1.onnx", "aa11", 16).unwrap_err().to_string();
