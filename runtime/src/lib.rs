@@ -3,6 +3,23 @@
 //! Two backends behind one [`Backend`] trait, each building its plan/session once and
 //! sharing it across threads: tract (pure Rust, the default) and ONNX Runtime through
 //! `ort` (cargo feature `ort`, library loaded at run time from `ORT_DYLIB_PATH`).
+//!
+//! - Low level: [`open_tract`] / `open_ort` -> `Box<dyn Backend>`; `run` takes an NCHW
+//!   f32 batch and returns every output as f32.
+//! - [`Extractor`]: configured from the exporter's `pretext.*` metadata ([`keys`]),
+//!   or from [`ExtractorBuilder`] options for foreign models; preprocessing is
+//!   `pretext_data::preprocess::EvalTransform`, the trainer's own eval transform.
+//! - [`Gallery`] (safetensors, tied to the model's sha256 and dim), exact chunked
+//!   search ([`knn::exact_topk`]), DINO's weighted vote, HNSW ([`AnnIndex`]).
+//!
+//! ```no_run
+//! use pretext_runtime::{Extractor, Gallery, KnnParams};
+//! let extractor = Extractor::open("model.onnx")?;
+//! let gallery = Gallery::load_for("gallery.safetensors".as_ref(), &extractor)?;
+//! let f = extractor.features_file("cat.jpg".as_ref())?;
+//! println!("{}", gallery.classify_one(&f, KnnParams::default())?.label);
+//! # Ok::<(), pretext_runtime::RuntimeError>(())
+//! ```
 pub mod backend;
 pub mod error;
 #[cfg(feature = "ort")]

@@ -182,17 +182,19 @@ impl TractBackend {
             return Ok(p.clone());
         }
         let b = shape[0];
-        if let Some(p) = self.per_batch.lock().expect("plan cache poisoned").get(&b) {
+        // The lock is held while building so concurrent first uses build a plan once.
+        let mut cache = self.per_batch.lock().map_err(|_| load_err(&self.path, "plan cache poisoned"))?;
+        if let Some(p) = cache.get(&b) {
             return Ok(p.clone());
         }
         let mut m = self.template.clone();
-        m.set_input_fact(0, f32::fact(shape).into())
+        let plan = m
+            .set_input_fact(0, f32::fact(shape).into())
             .and_then(|_| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .inspect(|p| {
-                self.per_batch.lock().expect("plan cache poisoned").insert(b, p.clone());
-            })
-            .map_err(|e| load_err(&self.path, format!("{e:#}")))
+            .map_err(|e| load_err(&self.path, format!("{e:#}")))?;
+        cache.insert(b, plan.clone());
+        Ok(plan)
     }
 
     pub fn batch_mode(&self) -> TractBatchMode {
