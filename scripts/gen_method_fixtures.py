@@ -362,5 +362,29 @@ def main():
     run("mae", m, lambda: m(x[0], noise), x, noise=noise, extra_meta={"embed_dim": E, "decoder_dim": DD, "decoder_depth": 1, "decoder_heads": 2, "mask_ratio": 0.75, "patch": P})
 
 
+def augment_ops():
+    """torchvision's functional ops on float images, the semantics data/src/augment.rs follows."""
+    import torchvision.transforms.v2.functional as TF
+
+    torch.manual_seed(6)
+    img = torch.randint(0, 256, (3, 20, 24), dtype=torch.uint8)
+    x = img.float() / 255.0
+    out = {"image_hwc_u8": img.permute(1, 2, 0).contiguous()}
+    # crop (top 3, left 5, 12 x 15) resized down to 8 and up to 24, bilinear, antialias.
+    out["crop_down"] = TF.resized_crop(x, 3, 5, 12, 15, [8, 8], antialias=True)
+    out["crop_up"] = TF.resized_crop(x, 3, 5, 12, 15, [24, 24], antialias=True)
+    out["brightness"] = TF.adjust_brightness(x, 1.3)
+    out["contrast"] = TF.adjust_contrast(x, 0.6)
+    out["saturation"] = TF.adjust_saturation(x, 1.7)
+    out["hue"] = TF.adjust_hue(x, 0.23)
+    out["hue_neg"] = TF.adjust_hue(x, -0.4)
+    out["gray"] = TF.rgb_to_grayscale(x, num_output_channels=3)
+    out["blur"] = TF.gaussian_blur(x, [5, 5], [1.3, 1.3])
+    out["solarize"] = TF.solarize(x, 0.5)
+    save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(OUT, "augment_ops.safetensors"))
+    print("augment_ops: written")
+
+
 if __name__ == "__main__":
     main()
+    augment_ops()

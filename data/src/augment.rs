@@ -335,9 +335,17 @@ fn axis_weights(offset: usize, crop: usize, out: usize) -> Vec<(usize, Vec<f32>)
 /// Crops `(top, left, ch, cw)` from a u8 HWC image and resizes it to `size x size`.
 #[allow(clippy::too_many_arguments)]
 pub fn crop_resize(img: &[u8], h: usize, w: usize, top: usize, left: usize, ch: usize, cw: usize, size: usize) -> FImage {
+    crop_resize_rect(img, h, w, top, left, ch, cw, size, size)
+}
+
+/// Crops `(top, left, ch, cw)` and resizes it to `out_h x out_w`
+/// (torchvision `resized_crop`, bilinear, antialias=True).
+#[allow(clippy::too_many_arguments)]
+pub fn crop_resize_rect(img: &[u8], h: usize, w: usize, top: usize, left: usize, ch: usize, cw: usize, out_h: usize, out_w: usize) -> FImage {
     debug_assert!(top + ch <= h && left + cw <= w);
-    let wx = axis_weights(left, cw, size);
-    let wy = axis_weights(top, ch, size);
+    let size = out_w;
+    let wx = axis_weights(left, cw, out_w);
+    let wy = axis_weights(top, ch, out_h);
     // Horizontal pass over the needed rows.
     let mut tmp = vec![0f32; ch * size * 3];
     for r in 0..ch {
@@ -354,7 +362,7 @@ pub fn crop_resize(img: &[u8], h: usize, w: usize, top: usize, left: usize, ch: 
             tmp[t..t + 3].copy_from_slice(&acc);
         }
     }
-    let mut data = vec![0f32; size * size * 3];
+    let mut data = vec![0f32; out_h * size * 3];
     for (o, (start, ws)) in wy.iter().enumerate() {
         let dst = &mut data[o * size * 3..(o + 1) * size * 3];
         for (k, &wt) in ws.iter().enumerate() {
@@ -366,7 +374,7 @@ pub fn crop_resize(img: &[u8], h: usize, w: usize, top: usize, left: usize, ch: 
         }
         dst.iter_mut().for_each(|d| *d = (*d / 255.0).clamp(0.0, 1.0));
     }
-    FImage { h: size, w: size, data }
+    FImage { h: out_h, w: out_w, data }
 }
 
 pub fn hflip(x: &mut FImage) {
