@@ -22,9 +22,9 @@ fn write_dataset(root: &Path) {
     }
 }
 
-fn train(data: &Path, out: &Path, extra: &[&str]) -> Command {
+fn train(method: &str, data: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pretext"));
-    c.args(["train", "--method", "byol", "--backbone", "resnet18-cifar", "--width", "4", "--epochs", "20", "--batch-size", "16", "--seed", "7", "--checkpoint-every", "1", "--knn-every=-1", "--threads", "1", "--quiet"]);
+    c.args(["train", "--method", method, "--backbone", "resnet18-cifar", "--width", "4", "--epochs", "20", "--batch-size", "16", "--seed", "7", "--checkpoint-every", "1", "--knn-every=-1", "--threads", "1", "--quiet"]);
     c.arg("--data").arg(data).arg("--out").arg(out).args(extra);
     c.env("PRETEXT_CACHE", data.parent().unwrap().join("cache"));
     c
@@ -34,18 +34,17 @@ fn step_of(dir: &Path) -> u64 {
     std::fs::read_to_string(dir.join("checkpoint.json")).ok().and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()).and_then(|v| v["step"].as_u64()).unwrap_or(0)
 }
 
-#[test]
-fn kill_then_resume_gives_the_same_weights() {
+fn kill_then_resume(method: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_dataset(&data);
     let full = tmp.path().join("full");
-    let st = train(&data, &full, &[]).status().unwrap();
+    let st = train(method, &data, &full, &[]).status().unwrap();
     assert!(st.success());
     assert_eq!(step_of(&full), 60);
 
     let cut = tmp.path().join("cut");
-    let mut child = train(&data, &cut, &[]).spawn().unwrap();
+    let mut child = train(method, &data, &cut, &[]).spawn().unwrap();
     let t0 = Instant::now();
     while step_of(&cut) < 10 {
         assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint after 5 minutes");
@@ -55,7 +54,7 @@ fn kill_then_resume_gives_the_same_weights() {
     let _ = child.wait();
     let killed_at = step_of(&cut);
     assert!(killed_at < 60, "the run finished before it could be killed; make it longer");
-    let st = train(&data, &cut, &["--resume"]).status().unwrap();
+    let st = train(method, &data, &cut, &["--resume"]).status().unwrap();
     assert!(st.success());
     assert_eq!(step_of(&cut), 60);
 
@@ -72,10 +71,22 @@ fn kill_then_resume_gives_the_same_weights() {
     }
     assert!(max_diff <= 1e-5, "killed at step {killed_at}, resumed: weights differ by {max_diff}");
     // A missing checkpoint is no crash: --resume on an empty dir starts fresh. Bad data is a clear error.
-    let out = train(Path::new("/nonexistent/data"), &tmp.path().join("x"), &[]).output().unwrap();
+    let out = train(method, Path::new("/nonexistent/data"), &tmp.path().join("x"), &[]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/data"), "{err}");
+}
+
+/// BYOL: EMA teacher, momentum buffers, BatchNorm statistics.
+#[test]
+fn byol_kill_then_resume_gives_the_same_weights() {
+    kill_then_resume("byol");
+}
+
+/// MoCo v2: additionally the queue and its pointer.
+#[test]
+fn moco_kill_then_resume_gives_the_same_weights_and_queue() {
+    kill_then_resume("moco_v2");
 }
 
 fn safetensors_tensors(p: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
