@@ -324,6 +324,19 @@ fn metadata(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions, si
     let cifar_stats = dataset.to_lowercase().contains("cifar") || (cifar_sized && dataset == "unknown");
     let (mean, std) = if cifar_stats { (CIFAR_MEAN, CIFAR_STD) } else { (IMAGENET_MEAN, IMAGENET_STD) };
     let resize = if cifar_sized { size } else { (size as f64 / 0.875).round() as i64 };
+    // `pretext train` records the eval preprocessing its k-NN used (ImageNet
+    // statistics on every dataset); prefer it to the guesses above, the resize
+    // only when exporting at the recorded input size.
+    let stats = |k: &str| meta(k).and_then(|v| serde_json::from_str::<[f32; 3]>(&v).ok());
+    let (mean, std) = match (stats("pretext.mean"), stats("pretext.std")) {
+        (Some(m), Some(s)) => (m, s),
+        _ => (mean, std),
+    };
+    let int = |k: &str| meta(k).and_then(|v| v.parse::<i64>().ok());
+    let resize = match (int("pretext.input_size"), int("pretext.resize")) {
+        (Some(s), Some(r)) if s == size => r,
+        _ => resize,
+    };
     let json = |v: [f32; 3]| serde_json::to_string(&v).expect("floats");
     vec![
         ("pretext.arch".into(), serde_json::to_string(config).expect("config serialises")),

@@ -122,9 +122,15 @@ impl TractBackend {
             declared[3] = declared[3].or(Some(w));
         }
         declared[0] = None;
-        let mut model = tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .map_err(|e| load_err(path, format!("{e:#}")))?;
+        // Parse with the model's directory so tensors stored as ONNX external data
+        // (`location` relative to the model file) resolve; `model_for_proto_model`
+        // has no path and fails on them.
+        let dir = path.parent().map(|d| d.to_str().ok_or_else(|| load_err(path, format!("directory {} is not UTF-8", d.display())))).transpose()?;
+        let parsed = tract_onnx::onnx().parse(&proto, dir).map_err(|e| load_err(path, format!("{e:#}")))?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(load_err(path, format!("unresolved graph inputs {:?}", parsed.unresolved_inputs)));
+        }
+        let mut model = parsed.model;
         let outputs: Vec<String> = model
             .output_outlets()
             .map_err(|e| load_err(path, e))?

@@ -458,6 +458,13 @@ pub fn save_checkpoint(cfg: &TrainConfig, method: &dyn methods::Method, opt: &Op
     bm.insert("pretext.method".to_string(), method.name().to_string());
     bm.insert("pretext.dataset".to_string(), dataset.to_string());
     bm.insert("pretext.step".to_string(), step.to_string());
+    // The eval preprocessing this run's k-NN used, so `pretext export` records it for the runtime.
+    let size = method.backbone().config().default_image_size();
+    let et = eval_transform(size);
+    bm.insert("pretext.input_size".to_string(), size.to_string());
+    bm.insert("pretext.resize".to_string(), et.resize.to_string());
+    bm.insert("pretext.mean".to_string(), serde_json::to_string(&et.mean).expect("floats"));
+    bm.insert("pretext.std".to_string(), serde_json::to_string(&et.std).expect("floats"));
     checkpoint::save(&cfg.out.join("backbone.safetensors"), &bt, bm)?;
     Ok(())
 }
