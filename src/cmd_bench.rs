@@ -267,7 +267,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let sections = |s: &str| a.sections.iter().any(|x| x == s);
 
     eprintln!("[bench] measuring the f32 FMA peak on {} threads", a.threads);
-    let peak = peak::measure(a.threads, 3);
+    let peak = peak::measure(a.threads, 25);
     eprintln!("[bench] peak {:.1} GFLOP/s ({})", peak.gflops, peak.isa);
 
     // ---- shared weights and inputs
@@ -540,11 +540,7 @@ fn fmt_ratio(r: Option<&f64>) -> String {
     r.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
 }
 
-fn print_table(report: &Value, rows: &[Row]) {
-    let peak = &report["peak"];
-    println!("pretext bench, {} — {} threads per system, OMP_WAIT_POLICY={}, {}, load average {} before, {} after", report["date_utc"].as_str().unwrap_or(""), report["machine"]["threads_per_system"], report["machine"]["omp_wait_policy"].as_str().unwrap_or("unset"), report["machine"]["cpu"].as_str().unwrap_or(""), report["machine"]["load_before"], report["machine"]["load_after"]);
-    println!("peak f32: {:.1} GFLOP/s ({})", peak["gflops"].as_f64().unwrap_or(0.0), peak["method"].as_str().unwrap_or(""));
-    println!("ratios are p50 latency of the row / p50 latency of the peer (< 1 = faster)\n");
+fn print_rows(rows: &[Row]) {
     println!(
         "{:<15} {:>5} {:<21} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>11} {:>9}",
         "model", "batch", "system", "runs", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "%peak", "vs eager", "vs t.onnx", "rel.diff"
@@ -566,6 +562,16 @@ fn print_table(report: &Value, rows: &[Row]) {
             fmt_ratio(r.latency_ratio_vs.get("torch_onnx_ort")),
             r.max_rel_diff_vs_pytorch.map(|d| format!("{d:.1e}")).unwrap_or_else(|| "-".into()),
         );
+    }
+}
+
+fn print_table(report: &Value, rows: &[Row]) {
+    let peak = &report["peak"];
+    println!("pretext bench, {} — {} threads per system, OMP_WAIT_POLICY={}, {}, load average {} before, {} after", report["date_utc"].as_str().unwrap_or(""), report["machine"]["threads_per_system"], report["machine"]["omp_wait_policy"].as_str().unwrap_or("unset"), report["machine"]["cpu"].as_str().unwrap_or(""), report["machine"]["load_before"], report["machine"]["load_after"]);
+    println!("peak f32: {:.1} GFLOP/s ({})", peak["gflops"].as_f64().unwrap_or(0.0), peak["method"].as_str().unwrap_or(""));
+    println!("ratios are p50 latency of the row / p50 latency of the peer (< 1 = faster)\n");
+    if !rows.is_empty() {
+        print_rows(rows);
     }
     for u in report["unavailable"].as_array().into_iter().flatten() {
         println!("not measured: {}", u.as_str().unwrap_or(""));
