@@ -237,6 +237,9 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     let gallery = full_train.subset(cfg.knn_train);
     drop(full_train);
     let n = train_split.n;
+    if cfg.batch_size == 0 {
+        return Err(TrainError::Config("--batch-size must be positive".into()));
+    }
     if n < cfg.batch_size {
         return Err(TrainError::Config(format!("{} training images, fewer than the batch size {}", n, cfg.batch_size)));
     }
