@@ -317,7 +317,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // ---- inference
     let mut rows: Vec<Row> = Vec::new();
     let mut unavailable: Vec<String> = Vec::new();
-    let mut raw: Vec<(String, usize, String, Vec<f64>, Option<Vec<f32>>)> = Vec::new();
+    // (model, batch, system, per-run seconds, output for the numeric check)
+    type Series = (String, usize, String, Vec<f64>, Option<Vec<f32>>);
+    let mut raw: Vec<Series> = Vec::new();
     for case in &cases {
         if !a.no_peers {
             let spec = json!({"inference": {

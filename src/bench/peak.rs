@@ -84,9 +84,11 @@ fn fma_scalar(iters: u64) -> f32 {
 }
 
 /// (name, flops per inner iteration, kernel)
-fn kernels() -> Vec<(&'static str, u64, fn(u64) -> f32)> {
+type Kernel = (&'static str, u64, fn(u64) -> f32);
+
+fn kernels() -> Vec<Kernel> {
     #[allow(unused_mut)]
-    let mut k: Vec<(&'static str, u64, fn(u64) -> f32)> = vec![("scalar", 2 * ACC as u64, fma_scalar)];
+    let mut k: Vec<Kernel> = vec![("scalar", 2 * ACC as u64, fma_scalar)];
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
