@@ -15,6 +15,12 @@ x axis is training minutes, evaluation time excluded.
   .venv/bin/python benches/train_vs_lightly.py --method simclr --steps 60 --batch-size 128
 Needs: `pip install lightly` in the venv, `cargo build` (target/debug/pretext).
 Writes benches/results/train_vs_lightly_<method>.{json,png}.
+
+--same-init: the PyTorch model (backbone + heads, seeded) is built first and
+written to <run dir>/init.safetensors under pretext's parameter names
+(torchvision backbone names, projection_head.* / prediction_head.*); pretext
+starts from it with `--init-weights`, so both sides share the random init and
+its k-NN. Outputs then end in _sameinit (with --tag appended).
 """
 import argparse
 import io
@@ -31,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 from gen_method_fixtures import Head, ResNetCifar  # noqa: E402
@@ -94,14 +101,20 @@ def warmup_cosine(step, total, base):
     return 0.0 if span <= 0 else 0.5 * base * (1 + math.cos(math.pi * min(step / span, 1.0)))
 
 
-def run_lightly(args, cfg, data):
-    from lightly.loss import NegativeCosineSimilarity, NTXentLoss
-    from lightly.transforms import SimCLRTransform
-    from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+# pretext sizes the heads from the preset backbone (resnet18-cifar, width 64,
+# embed dim 512) before --width applies; the config.toml check below guards this.
+PRESET_EMBED = 512
 
-    torch.set_num_threads(1)
+
+def head_dims(method, D=PRESET_EMBED):
+    """pretext's MethodConfig::preset head sizes for a backbone of embed dim D."""
+    h = min(max(4 * D, 64), 2048)
+    return {"proj_hidden": h, "proj_out": min(256, h)} if method == "byol" else {"proj_hidden": max(D, 32), "proj_out": 128}
+
+
+def build_model(args, m):
+    """Seeded backbone + heads (dict with 'proj' and, for BYOL, 'pred')."""
     torch.manual_seed(args.seed)
-    m = cfg["method"]
     bb = ResNetCifar(args.width, [2, 2, 2, 2])
     for mod in bb.modules():  # torchvision's ResNet init, as pretext's
         if isinstance(mod, torch.nn.Conv2d):
@@ -109,10 +122,33 @@ def run_lightly(args, cfg, data):
     D = bb.embed_dim
     if args.method == "simclr":
         heads = {"proj": Head([(D, m["proj_hidden"], True, "relu"), (m["proj_hidden"], m["proj_out"], True, None)])}
-        transform = SimCLRTransform(input_size=32, gaussian_blur=0.0)
     else:
         two = lambda i, h, o: Head([(i, h, True, "relu"), (h, o, False, None)])
         heads = {"proj": two(D, m["proj_hidden"], m["proj_out"]), "pred": two(m["proj_out"], m["proj_hidden"], m["proj_out"])}
+    return bb, heads
+
+
+def save_init(path, bb, heads):
+    """The student under pretext's names, for `pretext train --init-weights`."""
+    sd = dict(bb.state_dict())
+    for key, name in [("proj", "projection_head"), ("pred", "prediction_head")]:
+        if key in heads:
+            sd.update({f"{name}.{k}": v for k, v in heads[key].state_dict().items()})
+    save_file({k: v.detach().contiguous().clone() for k, v in sd.items()}, path)
+
+
+def run_lightly(args, cfg, data, model=None):
+    from lightly.loss import NegativeCosineSimilarity, NTXentLoss
+    from lightly.transforms import SimCLRTransform
+    from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+
+    torch.set_num_threads(1)
+    m = cfg["method"]
+    bb, heads = model or build_model(args, m)
+    torch.manual_seed(args.seed)
+    if args.method == "simclr":
+        transform = SimCLRTransform(input_size=32, gaussian_blur=0.0)
+    else:
         transform = BYOLTransform(view_1_transform=BYOLView1Transform(input_size=32, gaussian_blur=0.0),
                                   view_2_transform=BYOLView2Transform(input_size=32, gaussian_blur=0.0))
         import copy
@@ -208,15 +244,26 @@ def main():
     ap.add_argument("--knn-train", type=int, default=10000)
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "cifar10-jpg.tar.gz"))
     ap.add_argument("--out", default=os.path.join(ROOT, "benches", "results"))
+    ap.add_argument("--same-init", action="store_true", help="both sides start from the PyTorch side's initial weights")
+    ap.add_argument("--tag", default="", help="suffix for the output file names")
     args = ap.parse_args()
     args.lr = args.lr or 0.06 * args.batch_size / 128
     os.makedirs(args.out, exist_ok=True)
-    run_dir = os.path.join(args.out, f"pretext-{args.method}")
+    suffix = ("_sameinit" if args.same_init else "") + (f"_{args.tag}" if args.tag else "")
+    run_dir = os.path.join(args.out, f"pretext-{args.method}{suffix}")
     cmd = [os.path.join(ROOT, "target", "debug", "pretext"), "train", "--method", args.method, "--backbone", "resnet18-cifar",
            "--width", str(args.width), "--data", args.data, "--epochs", "1", "--limit", str(args.steps * args.batch_size),
            "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--weight-decay", str(args.wd), "--optimizer", "sgd",
            "--seed", str(args.seed), f"--knn-every={args.knn_every / args.steps}", "--knn-train", str(args.knn_train),
            "--threads", "1", "--out", run_dir, "--quiet"]
+    model = None
+    if args.same_init:
+        torch.set_num_threads(1)
+        model = build_model(args, head_dims(args.method))
+        os.makedirs(run_dir, exist_ok=True)
+        init_path = os.path.join(run_dir, "init.safetensors")
+        save_init(init_path, *model)
+        cmd += ["--init-weights", init_path]
     print(" ".join(cmd), flush=True)
     t = time.time()
     data = load_cifar(args.data)
@@ -228,7 +275,12 @@ def main():
     time.sleep(0.5)
     with open(os.path.join(run_dir, "config.toml"), "rb") as f:
         cfg = tomllib.load(f)
-    light = run_lightly(args, cfg, data)
+    if model is not None:
+        want = {k: cfg["method"][k] for k in ["proj_hidden", "proj_out"]}
+        if head_dims(args.method) != want:
+            proc.kill()
+            sys.exit(f"head sizes differ from pretext's config {want}")
+    light = run_lightly(args, cfg, data, model)
     if proc.wait() != 0:
         sys.exit("pretext train failed")
     ours = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
@@ -237,20 +289,21 @@ def main():
     ips_ours = [m["images_per_s"] for m in ours if "images_per_s" in m][-1]
     ips_light = [m["images_per_s"] for m in light if "images_per_s" in m][-1]
     summary = {
-        "method": args.method, "steps": args.steps, "batch_size": args.batch_size, "width": args.width, "lr": args.lr,
+        "method": args.method, "same_init": args.same_init, "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "width": args.width, "lr": args.lr,
         "threads_each": 1, "random_init_knn200": {"pretext": knn_ours[0][1], "lightly": knn_light[0][1]},
+        "random_init_knn20": {"pretext": [m["knn20"] for m in ours if "knn20" in m][0], "lightly": [m["knn20"] for m in light if "knn20" in m][0]},
         "final_knn200": {"pretext": knn_ours[-1][1], "lightly": knn_light[-1][1]},
         "final_knn20": {"pretext": [m["knn20"] for m in ours if "knn20" in m][-1], "lightly": [m["knn20"] for m in light if "knn20" in m][-1]},
         "train_minutes": {"pretext": knn_ours[-1][0], "lightly": knn_light[-1][0]},
         "images_per_s": {"pretext": ips_ours, "lightly": ips_light},
         "pretext_metrics": ours, "lightly_metrics": light,
     }
-    with open(os.path.join(args.out, f"train_vs_lightly_{args.method}.json"), "w") as f:
+    with open(os.path.join(args.out, f"train_vs_lightly_{args.method}{suffix}.json"), "w") as f:
         json.dump(summary, f, indent=1)
     base = [(0.0, knn_ours[0][1]), (max(knn_ours[-1][0], knn_light[-1][0]), knn_ours[0][1])]
-    plot(os.path.join(args.out, f"train_vs_lightly_{args.method}.png"),
+    plot(os.path.join(args.out, f"train_vs_lightly_{args.method}{suffix}.png"),
          [("pretext k-NN (k=200)", (31, 119, 180), knn_ours), ("lightly k-NN (k=200)", (255, 127, 14), knn_light), ("random init", (127, 127, 127), base)],
-         f"{args.method}, ResNet-18 CIFAR w{args.width}, batch {args.batch_size}, {args.steps} steps, k-NN top-1 %")
+         f"{args.method}, ResNet-18 CIFAR w{args.width}, batch {args.batch_size}, {args.steps} steps, seed {args.seed}{', same init' if args.same_init else ''}, k-NN top-1 %")
     print(json.dumps({k: v for k, v in summary.items() if not k.endswith("metrics")}, indent=1))
 
 

@@ -70,6 +70,10 @@ pub struct TrainArgs {
     /// DINO local crops.
     #[arg(long)]
     n_local: Option<usize>,
+    /// Start from these student weights (safetensors, the trainer's parameter
+    /// names: torchvision/timm backbone names, `projection_head.*`, ...) instead of the random init.
+    #[arg(long)]
+    init_weights: Option<PathBuf>,
     /// Re-run a saved config (flags given too override it).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -98,6 +102,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     set!(data, epochs, batch_size, lr, weight_decay, warmup_epochs, optimizer, clip_grad, seed, out, device, max_minutes, knn_every, knn_train, limit, checkpoint_every, stop_after, threads);
     if a.weight_decay.is_some() {
         c.final_weight_decay = c.weight_decay;
+    }
+    if a.init_weights.is_some() {
+        c.init_weights = a.init_weights.clone();
     }
     if let Some(n) = a.n_local {
         c.method.n_local = n;

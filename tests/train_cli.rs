@@ -99,3 +99,59 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
         }
     }
 }
+
+fn tensor_f32(p: &Path, key: &str) -> Vec<f32> {
+    let bytes = std::fs::read(p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor(key).unwrap_or_else(|_| panic!("{key} not in {}", p.display())).data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn first_and_last_knn(run: &Path) -> (String, String) {
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let knn: Vec<String> = metrics.lines().filter_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        v.get("knn20").map(|a| format!("{a} {}", v["knn200"]))
+    }).collect();
+    (knn.first().unwrap().clone(), knn.last().unwrap().clone())
+}
+
+#[test]
+fn init_weights_loads_student_and_teacher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data);
+    let base = ["train", "--method", "byol", "--backbone", "resnet18-cifar", "--epochs", "1", "--batch-size", "8", "--limit", "8", "--threads", "1", "--quiet", "--knn-every", "0"];
+    // Run A: one step from seed 3; its final student becomes the init file.
+    let a = tmp.path().join("a");
+    let out = pretext(&data).args(base).args(["--width", "4", "--seed", "3"]).arg("--data").arg(&data).arg("--out").arg(&a).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let init = tmp.path().join("init.safetensors");
+    {
+        let bytes = std::fs::read(a.join("checkpoint.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = st.tensors().into_iter().filter_map(|(k, v)| k.strip_prefix("student.").map(|s| (s.to_string(), v))).collect();
+        assert!(views.iter().any(|(k, _)| k.starts_with("prediction_head.")));
+        safetensors::serialize_to_file(views, None, &init).unwrap();
+    }
+    // Run B: another seed, lr 0, starting from the file: its step-0 k-NN is
+    // A's final k-NN, its student is the file, and its teacher was copied from it
+    // (an EMA step between equal tensors leaves them unchanged).
+    let b = tmp.path().join("b");
+    let out = pretext(&data).args(base).args(["--width", "4", "--seed", "5", "--lr", "0"]).arg("--init-weights").arg(&init).arg("--data").arg(&data).arg("--out").arg(&b).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(first_and_last_knn(&b).0, first_and_last_knn(&a).1);
+    for key in ["conv1.weight", "layer4.1.conv2.weight", "projection_head.layers.0.weight", "prediction_head.layers.3.weight"] {
+        let want = tensor_f32(&init, key);
+        assert_eq!(tensor_f32(&b.join("checkpoint.safetensors"), &format!("student.{key}")), want, "student {key}");
+        if !key.starts_with("prediction_head") {
+            let t = tensor_f32(&b.join("checkpoint.safetensors"), &format!("teacher.{key}"));
+            assert!(t.iter().zip(&want).all(|(x, y)| (x - y).abs() <= 1e-6 * y.abs().max(1e-3)), "teacher {key} was not copied from the init weights");
+        }
+    }
+    assert!(std::fs::read_to_string(b.join("config.toml")).unwrap().contains("init_weights"));
+    // A width mismatch names the tensor and both shapes.
+    let out = pretext(&data).args(base).args(["--width", "8"]).arg("--init-weights").arg(&init).arg("--data").arg(&data).arg("--out").arg(tmp.path().join("c")).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("init.safetensors") && err.contains("'conv1.weight' has shape [4, 3, 3, 3], the model expects [8, 3, 3, 3]"), "{err}");
+}

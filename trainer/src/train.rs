@@ -16,6 +16,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::backend::WeightsError;
 use crate::checkpoint::{self, CheckpointError};
 use crate::eval::{self, ImageSet};
 use crate::methods::{self, MethodConfig, MethodError, StepCtx};
@@ -58,6 +59,10 @@ pub struct TrainConfig {
     /// Stop after this many steps in this invocation (0 = no limit); for tests.
     pub stop_after: u64,
     pub threads: i32,
+    /// Student weights (backbone + heads, by parameter name) loaded over the
+    /// random init of a fresh run; the teacher is then copied from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_weights: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -94,6 +99,7 @@ impl TrainConfig {
             checkpoint_every: 0,
             stop_after: 0,
             threads: 0,
+            init_weights: None,
         })
     }
 
@@ -130,6 +136,8 @@ pub enum TrainError {
     Data(String),
     #[error("non-finite loss {loss} at step {step} (epoch {epoch}); stopped. The last good checkpoint is {checkpoint}")]
     NonFinite { loss: f64, step: u64, epoch: u64, checkpoint: String },
+    #[error("--init-weights: {0}")]
+    InitWeights(#[from] WeightsError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -253,6 +261,9 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
 
     tch::manual_seed(cfg.seed as i64);
     let mut method = methods::build(&cfg.method, Backbone::new(&bc), device)?;
+    if let Some(path) = &cfg.init_weights {
+        load_init_weights(method.as_ref(), path)?;
+    }
     let mut slots = Vec::new();
     for (prefix, p) in method.students() {
         for (s, t) in p.trainable() {
@@ -418,6 +429,25 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     bar.finish();
     plot_metrics(out)?;
     Ok(Summary { steps: step, finished, last_knn, images_per_s: images as f64 / train_secs() })
+}
+
+/// Loads every student store (each under its checkpoint prefix, e.g.
+/// `decoder.` for MAE) from `path` by name, then re-copies the teacher from the
+/// student. Missing tensors, wrong shapes and tensors no store has are errors.
+pub fn load_init_weights(method: &dyn methods::Method, path: &Path) -> Result<(), WeightsError> {
+    let students = method.students();
+    let known: std::collections::HashSet<String> = students.iter().flat_map(|(prefix, p)| p.specs.iter().map(move |s| format!("{prefix}{}", s.name))).collect();
+    let mut unknown = std::collections::BTreeSet::new();
+    for (prefix, p) in &students {
+        unknown.extend(p.load_safetensors(path, prefix, false)?.into_iter().filter(|k| !known.contains(k)));
+    }
+    if !unknown.is_empty() {
+        return Err(WeightsError::Unexpected { path: path.into(), n: unknown.len(), examples: unknown.into_iter().take(5).collect() });
+    }
+    if let Some(t) = method.teacher() {
+        t.copy_from(students[0].1);
+    }
+    Ok(())
 }
 
 /// Every tensor that a checkpoint holds, by checkpoint name.
