@@ -210,29 +210,9 @@ fn tensor_from_view(v: &safetensors::tensor::TensorView) -> Option<Tensor> {
     Some(t.reshape(&shape))
 }
 
+/// IEEE half -> f32 (exact, subnormals included), via the `half` crate the exporter uses too.
 fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as i32;
-    let man = (h & 0x3ff) as u32;
-    let bits = if exp == 0 {
-        if man == 0 {
-            sign
-        } else {
-            // subnormal
-            let mut e = 0i32; // man * 2^-24, normalised below
-            let mut m = man;
-            while m & 0x400 == 0 {
-                m <<= 1;
-                e -= 1;
-            }
-            sign | (((127 - 15 + 1 + e) as u32) << 23) | ((m & 0x3ff) << 13)
-        }
-    } else if exp == 31 {
-        sign | 0x7f80_0000 | (man << 13)
-    } else {
-        sign | (((exp - 15 + 127) as u32) << 23) | (man << 13)
-    };
-    f32::from_bits(bits)
+    half::f16::from_bits(h).to_f32()
 }
 
 fn init_tensor(s: &ParamSpec, device: Device) -> Tensor {
