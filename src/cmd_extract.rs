@@ -81,7 +81,7 @@ impl ModelArgs {
         let backend = match self.backend {
             BackendArg::Tract => BackendKind::TractWith(TractOptions {
                 batch_mode: if self.tract_symbolic { TractBatchMode::Symbolic } else { TractBatchMode::PerBatch },
-                input_hw: None,
+                ..Default::default()
             }),
             BackendArg::Ort => {
                 use pretext_runtime::{ExecutionProvider as Ep, GraphOptLevel as L, OrtOptions};

@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().nth(1).ok_or("usage: tract_batch_modes <model.onnx>")?;
     for mode in [TractBatchMode::Symbolic, TractBatchMode::PerBatch] {
         let t = Instant::now();
-        let b = open_tract_with(path.as_ref(), &TractOptions { batch_mode: mode, input_hw: None })?;
+        let b = open_tract_with(path.as_ref(), &TractOptions { batch_mode: mode, ..Default::default() })?;
         let open = t.elapsed().as_secs_f64();
         let s = b.input_shape().to_vec();
         let (h, w) = (s[2].ok_or("symbolic H")?, s[3].ok_or("symbolic W")?);

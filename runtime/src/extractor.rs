@@ -290,9 +290,15 @@ impl Extractor {
     }
 
     /// Batched extraction over `n` items: `load(i)` returns a preprocessed CHW image;
-    /// batches of `batch_size` (the last one smaller) run on the rayon pool, each
-    /// batch preprocessing its items in parallel. `progress(k)` is called with the
-    /// number of images finished by each batch.
+    /// batches of `batch_size` (the last one smaller) run one after another, each
+    /// batch's items are loaded in parallel on the rayon pool while the previous
+    /// batch runs. `progress(k)` is called with the number of images finished by each batch.
+    ///
+    /// The model calls are sequential on purpose: the backend parallelizes inside
+    /// a call (ORT's intra-op threads, tract's matmul pool), and running batches as
+    /// rayon jobs made each one wait on tract's pool from a rayon worker, which is
+    /// not re-entrant (with tract's `multithread-mm` executor installed as the process
+    /// default, `pretext knn eval` hung that way; see `tract_backend`).
     pub fn extract_many<F>(
         &self,
         n: usize,
@@ -305,17 +311,24 @@ impl Extractor {
     {
         let bs = batch_size.max(1);
         let starts: Vec<usize> = (0..n).step_by(bs).collect();
-        let parts: Result<Vec<Array2<f32>>, RuntimeError> = starts
-            .par_iter()
-            .map(|&s0| {
-                let idx: Vec<usize> = (s0..(s0 + bs).min(n)).collect();
-                let chw: Result<Vec<Vec<f32>>, RuntimeError> = idx.par_iter().map(|&i| load(i)).collect();
-                let f = self.features_from_chw(&chw?)?;
-                progress(idx.len());
-                Ok(f)
-            })
-            .collect();
-        let parts = parts?;
+        let load_batch = |s0: usize| -> Result<Vec<Vec<f32>>, RuntimeError> { (s0..(s0 + bs).min(n)).into_par_iter().map(&load).collect() };
+        let mut parts: Vec<Array2<f32>> = Vec::with_capacity(starts.len());
+        let mut next = starts.first().map(|&s0| load_batch(s0));
+        for (b, _) in starts.iter().enumerate() {
+            let chw = next.take().expect("loaded before use")?;
+            // The model runs on a plain thread, not a rayon worker, so that a multithreaded
+            // tract plan may use its pool (see `tract_backend`), while the rayon pool loads
+            // the next batch.
+            let (f, following) = std::thread::scope(|scope| {
+                let model = scope.spawn(|| self.features_from_chw(&chw));
+                let following = starts.get(b + 1).map(|&s0| load_batch(s0));
+                (model.join(), following)
+            });
+            let f = f.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            progress(chw.len());
+            parts.push(f);
+            next = following;
+        }
         let d = parts.first().map(|p| p.ncols()).or(self.info.embed_dim).unwrap_or(0);
         let mut out = Array2::zeros((n, d));
         let mut row = 0;

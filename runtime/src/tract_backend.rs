@@ -7,15 +7,28 @@
 //! stem, 32x32), CPU time per image at batch 1 / 8 / 32: per-batch 20.6-21.4 / 21.9 /
 //! 23.1-25.5 ms, symbolic 23.1-23.8 / 25.0-28.0 / 25.9-27.2 ms (8-20% slower), for a
 //! one-time plan build of about 0.15 s per batch size.
+//!
+//! Threads: tract's matrix products run on a private rayon pool of
+//! [`TractOptions::threads`] threads (tract-linalg's `multithread-mm` executor), installed
+//! per call with `multithread_tract_scope`, never as the process-wide default, so two
+//! backends never share one pool. A call made from a rayon worker thread (of any pool)
+//! runs single-threaded instead: while a rayon worker waits on another pool it runs other
+//! queued jobs of its own pool, and a second tract run started that way on the same
+//! thread re-borrows tract's thread-local matmul scratch (a `RefCell` panic; with the
+//! executor as the process default it hung `pretext knn eval`). The caller already
+//! parallelizes across those jobs. Plans are built single-threaded for the same reason,
+//! as the plan-cache lock is held meanwhile. `tests/threads.rs` covers both paths.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ndarray::ArrayD;
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::backend::{check_input, fmt_shape, Backend};
+use crate::tract_f16::F16Compute;
 use crate::RuntimeError;
 
 /// How the tract plan handles the batch dimension.
@@ -34,6 +47,19 @@ pub struct TractOptions {
     pub batch_mode: TractBatchMode,
     /// Input height/width to use when the graph declares them symbolic.
     pub input_hw: Option<(usize, usize)>,
+    /// How fp16 graphs compute (default: upcast to fp32 on x86_64; see [`crate::tract_f16`]).
+    pub f16: F16Compute,
+    /// Threads for matrix products; `None` = all cores (`available_parallelism`), `1` = the calling thread only.
+    pub threads: Option<usize>,
+}
+
+impl TractOptions {
+    /// The thread count these options resolve to (at least 1).
+    pub fn resolved_threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+            .max(1)
+    }
 }
 
 type Plan = Arc<TypedRunnableModel>;
@@ -46,6 +72,9 @@ pub struct TractBackend {
     symbolic: Option<Plan>,
     template: InferenceModel,
     per_batch: Mutex<HashMap<usize, Plan>>,
+    f16: F16Compute,
+    executor: Executor,
+    threads: usize,
 }
 
 /// Reads and parses an ONNX file into its protobuf (no graph building).
@@ -122,6 +151,7 @@ impl TractBackend {
             declared[3] = declared[3].or(Some(w));
         }
         declared[0] = None;
+        let threads = opts.resolved_threads();
         // Parse with the model's directory so tensors stored as ONNX external data
         // (`location` relative to the model file) resolve; `model_for_proto_model`
         // has no path and fails on them.
@@ -160,10 +190,7 @@ impl TractBackend {
             .map_err(|e| load_err(path, format!("{e:#}")))?;
         let symbolic = match opts.batch_mode {
             TractBatchMode::Symbolic => Some(
-                model
-                    .clone()
-                    .into_optimized()
-                    .and_then(|m| m.into_runnable())
+                multithread_tract_scope(Executor::SingleThread, || crate::tract_f16::into_optimized(model.clone(), opts.f16).and_then(|m| m.into_runnable()))
                     .map_err(|e| load_err(path, format!("{e:#}")))?,
             ),
             TractBatchMode::PerBatch => {
@@ -180,6 +207,9 @@ impl TractBackend {
             symbolic,
             template: model,
             per_batch: Mutex::new(HashMap::new()),
+            f16: opts.f16,
+            executor: if threads > 1 { Executor::multithread_with_name(threads, "pretext-tract") } else { Executor::SingleThread },
+            threads,
         })
     }
 
@@ -194,17 +224,24 @@ impl TractBackend {
             return Ok(p.clone());
         }
         let mut m = self.template.clone();
-        let plan = m
-            .set_input_fact(0, f32::fact(shape).into())
-            .and_then(|_| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| load_err(&self.path, format!("{e:#}")))?;
+        // Single-threaded under the lock (see the module doc).
+        let plan = multithread_tract_scope(Executor::SingleThread, || {
+            m.set_input_fact(0, f32::fact(shape).into())
+                .and_then(|_| crate::tract_f16::into_optimized(m, self.f16))
+                .and_then(|m| m.into_runnable())
+        })
+        .map_err(|e| load_err(&self.path, format!("{e:#}")))?;
         cache.insert(b, plan.clone());
         Ok(plan)
     }
 
     pub fn batch_mode(&self) -> TractBatchMode {
         self.mode
+    }
+
+    /// Threads the matrix products run on.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 }
 
@@ -218,7 +255,9 @@ impl Backend for TractBackend {
         check_input("tract", &self.input_shape, &shape)?;
         let plan = self.plan_for(&shape)?;
         let run_err = |e: TractError| RuntimeError::Run { backend: "tract".into(), shape: shape.clone(), reason: format!("{e:#}") };
-        let out = plan.run(tvec!(Tensor::from(input).into_tvalue())).map_err(run_err)?;
+        // Single-threaded on a rayon worker (see the module doc).
+        let executor = if rayon::current_thread_index().is_some() { Executor::SingleThread } else { self.executor.clone() };
+        let out = multithread_tract_scope(executor, || plan.run(tvec!(Tensor::from(input).into_tvalue()))).map_err(run_err)?;
         out.into_iter()
             .zip(&self.outputs)
             .map(|(v, name)| {

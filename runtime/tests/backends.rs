@@ -37,7 +37,7 @@ fn tract_matches_pytorch_for_any_batch() {
     assert_eq!(b.output_names(), ["features"]);
     assert_eq!(b.input_shape(), [None, Some(3), Some(32), Some(32)]);
     check_against_torch(b.as_ref());
-    let sym = open_tract_with(&fixture("tiny_cnn.onnx"), &TractOptions { batch_mode: TractBatchMode::Symbolic, input_hw: None }).unwrap();
+    let sym = open_tract_with(&fixture("tiny_cnn.onnx"), &TractOptions { batch_mode: TractBatchMode::Symbolic, ..Default::default() }).unwrap();
     check_against_torch(sym.as_ref());
 }
 
