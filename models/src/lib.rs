@@ -4,6 +4,7 @@
 //! torchvision/timm state-dict keys.
 
 pub mod heads;
+pub mod io;
 pub mod layers;
 pub mod mobilenet;
 pub mod ops;

@@ -180,20 +180,8 @@ pub fn write_safetensors(path: &Path, blobs: &BTreeMap<String, Blob>, metadata: 
     atomic_write(path, &bytes).map_err(|e| WeightsError::Write { path: path.into(), reason: e.to_string() })
 }
 
-/// Writes `bytes` to `path` via a temp file in the same folder and a rename,
-/// so a kill mid-write never leaves a truncated file behind.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
+/// Re-exported from [`pretext_models::io`], shared with the exporter.
+pub use pretext_models::io::atomic_write;
 
 fn tensor_from_view(v: &safetensors::tensor::TensorView) -> Option<Tensor> {
     use safetensors::Dtype as D;

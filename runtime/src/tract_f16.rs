@@ -1,0 +1,167 @@
+//! fp16 graphs in tract: compute them in fp32 where the CPU has no fp16 arithmetic.
+//!
+//! The exporter's `--fp16` graphs store fp16 weights and compute in fp16 between
+//! casts. On x86_64, tract has no fp16 arithmetic kernels, and running such a
+//! graph natively loses far more than the graph's own fp16 storage does.
+//! Measured on the parity tests' random-init ResNet-50 (width 8, 64 px) and
+//! MobileNetV2 (64 px): per-sample cosine to the fp32 tch forward 0.983-0.997 native,
+//! >= 0.999 upcast (see `tests/parity_backbones.rs`, `tract_fp16_native_vs_upcast`).
+//!
+//! [`F16Compute::UpcastF32`] (the default on x86_64) translates the typed graph
+//! from fp16 to fp32 at plan-build time with tract's own
+//! [`FloatPrecisionTranslator`]: every fp16 constant becomes an fp16 constant
+//! followed by a cast (folded at optimization), fp16 casts become fp32 casts, and
+//! every op then runs in fp32. The file on disk keeps its fp16 weights; the
+//! plan in memory holds them in fp32. fp32 graphs are left untouched.
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
+use tract_onnx::tract_core::transform::ModelTransform;
+
+/// How the tract backend computes fp16 values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum F16Compute {
+    /// As the graph says: fp16 ops run in tract's fp16 kernels.
+    Native,
+    /// fp16 values and ops are translated to fp32 when the plan is built.
+    UpcastF32,
+}
+
+impl Default for F16Compute {
+    /// [`F16Compute::UpcastF32`] on x86_64 (no fp16 arithmetic in tract's kernels
+    /// there), [`F16Compute::Native`] elsewhere (aarch64 has fp16 FMA kernels).
+    fn default() -> Self {
+        if cfg!(target_arch = "x86_64") {
+            F16Compute::UpcastF32
+        } else {
+            F16Compute::Native
+        }
+    }
+}
+
+/// Whether any value of the typed graph is fp16.
+pub(crate) fn has_f16(model: &TypedModel) -> bool {
+    model.nodes().iter().any(|n| n.outputs.iter().any(|o| o.fact.datum_type == DatumType::F16))
+}
+
+/// Types, translates fp16 to fp32 when `mode` asks and the graph has fp16
+/// values, then optimizes: the replacement of `InferenceModel::into_optimized`.
+pub(crate) fn into_optimized(model: InferenceModel, mode: F16Compute) -> TractResult<TypedModel> {
+    let mut typed = model.into_typed()?;
+    if mode == F16Compute::UpcastF32 && has_f16(&typed) {
+        FloatPrecisionTranslator::new(DatumType::F16, DatumType::F32).transform(&mut typed)?;
+    }
+    typed.into_optimized()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb;
+
+    fn value_info(name: &str, elem: pb::tensor_proto::DataType, dims: &[i64]) -> pb::ValueInfoProto {
+        use pb::tensor_shape_proto::{dimension::Value, Dimension};
+        let shape = pb::TensorShapeProto { dim: dims.iter().map(|&d| Dimension { value: Some(Value::DimValue(d)), ..Default::default() }).collect() };
+        let tt = pb::type_proto::Tensor { elem_type: elem as i32, shape: Some(shape) };
+        pb::ValueInfoProto { name: name.into(), r#type: Some(pb::TypeProto { value: Some(pb::type_proto::Value::TensorType(tt)), ..Default::default() }), ..Default::default() }
+    }
+
+    fn node(op: &str, name: &str, inputs: &[&str], output: &str, attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            name: name.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn cast_to(elem: pb::tensor_proto::DataType) -> Vec<pb::AttributeProto> {
+        vec![pb::AttributeProto { name: "to".into(), r#type: pb::attribute_proto::AttributeType::Int as i32, i: elem as i64, ..Default::default() }]
+    }
+
+    /// The exporter's fp16 pattern around one long reduction of ones:
+    /// `y = cast_f32(op(cast_f16(x), ones_f16))`, op = MatMul (x: f32 [1, k],
+    /// w: [k, 1]) or a 1x1 Conv (x: f32 [1, k, 2, 2], w: [1, k, 1, 1]).
+    fn sum_of_ones(k: usize, conv: bool) -> InferenceModel {
+        use pb::tensor_proto::DataType as D;
+        let ones = half::f16::ONE.to_bits().to_le_bytes().repeat(k);
+        let k = k as i64;
+        let (xd, wd, yd, op): (Vec<i64>, Vec<i64>, Vec<i64>, _) =
+            if conv { (vec![1, k, 2, 2], vec![1, k, 1, 1], vec![1, 1, 2, 2], "Conv") } else { (vec![1, k], vec![k, 1], vec![1, 1], "MatMul") };
+        let w = pb::TensorProto { name: "w".into(), dims: wd, data_type: D::Float16 as i32, raw_data: ones, ..Default::default() };
+        let graph = pb::GraphProto {
+            name: "sum".into(),
+            node: vec![
+                node("Cast", "x_fp16", &["x"], "xh", cast_to(D::Float16)),
+                node(op, "sum", &["xh", "w"], "yh", vec![]),
+                node("Cast", "y_fp32", &["yh"], "y", cast_to(D::Float)),
+            ],
+            initializer: vec![w],
+            input: vec![value_info("x", D::Float, &xd)],
+            output: vec![value_info("y", D::Float, &yd)],
+            ..Default::default()
+        };
+        let proto = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(graph),
+            ..Default::default()
+        };
+        tract_onnx::onnx().model_for_proto_model(&proto).unwrap()
+    }
+
+    fn run(k: usize, conv: bool, mode: F16Compute) -> (f32, bool) {
+        let m = sum_of_ones(k, conv);
+        let shape = m.input_fact(0).unwrap().shape.as_concrete_finite().unwrap().unwrap().to_vec();
+        let typed = into_optimized(m, mode).unwrap();
+        let f16_left = has_f16(&typed);
+        let x = tract_ndarray::ArrayD::<f32>::ones(shape).into_tensor();
+        let y = typed.into_runnable().unwrap().run(tvec!(x.into_tvalue())).unwrap();
+        let y = y[0].cast_to::<f32>().unwrap().to_plain_array_view::<f32>().unwrap().iter().copied().next().unwrap();
+        (y, f16_left)
+    }
+
+    #[test]
+    fn upcast_leaves_no_fp16_and_keeps_fp32_results() {
+        for conv in [false, true] {
+            // 2049 ones: exact in fp32, not an fp16 number (spacing 2 above 2048).
+            let (up, f16_left) = run(2049, conv, F16Compute::UpcastF32);
+            assert_eq!(up, 2049.0, "conv={conv}");
+            assert!(!f16_left, "no fp16 value survives the upcast (conv={conv})");
+            let (native, f16_left) = run(2049, conv, F16Compute::Native);
+            assert!(f16_left, "native keeps the fp16 ops (conv={conv})");
+            // tract fuses the casts around this lone product: exact here too.
+            // The backbones show where native fp16 loses (module doc).
+            assert!((native - 2049.0).abs() <= 1.0, "conv={conv}: {native}");
+        }
+    }
+
+    #[test]
+    fn has_f16_tells_fp16_graphs_from_fp32() {
+        let mut m = sum_of_ones(8, true);
+        let typed = m.clone().into_typed().unwrap();
+        assert!(has_f16(&typed));
+        // An fp32-only graph: has_f16 is false, so the translator never runs on it.
+        m = tract_onnx::onnx().model_for_proto_model(&{
+            let mut p = pb::ModelProto::default();
+            p.ir_version = 8;
+            p.opset_import = vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }];
+            p.graph = Some(pb::GraphProto {
+                node: vec![node("Relu", "r", &["x"], "y", vec![])],
+                input: vec![value_info("x", pb::tensor_proto::DataType::Float, &[1, 4])],
+                output: vec![value_info("y", pb::tensor_proto::DataType::Float, &[1, 4])],
+                ..Default::default()
+            });
+            p
+        })
+        .unwrap();
+        assert!(!has_f16(&m.clone().into_typed().unwrap()));
+        assert!(!has_f16(&into_optimized(m, F16Compute::UpcastF32).unwrap()));
+    }
+
+    #[test]
+    fn default_is_upcast_on_x86_64() {
+        assert_eq!(F16Compute::default() == F16Compute::UpcastF32, cfg!(target_arch = "x86_64"));
+    }
+}
