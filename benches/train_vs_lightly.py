@@ -101,12 +101,7 @@ def warmup_cosine(step, total, base):
     return 0.0 if span <= 0 else 0.5 * base * (1 + math.cos(math.pi * min(step / span, 1.0)))
 
 
-# pretext sizes the heads from the preset backbone (resnet18-cifar, width 64,
-# embed dim 512) before --width applies; the config.toml check below guards this.
-PRESET_EMBED = 512
-
-
-def head_dims(method, D=PRESET_EMBED):
+def head_dims(method, D):
     """pretext's MethodConfig::preset head sizes for a backbone of embed dim D."""
     h = min(max(4 * D, 64), 2048)
     return {"proj_hidden": h, "proj_out": min(256, h)} if method == "byol" else {"proj_hidden": max(D, 32), "proj_out": 128}
@@ -259,7 +254,7 @@ def main():
     model = None
     if args.same_init:
         torch.set_num_threads(1)
-        model = build_model(args, head_dims(args.method))
+        model = build_model(args, head_dims(args.method, 8 * args.width))
         os.makedirs(run_dir, exist_ok=True)
         init_path = os.path.join(run_dir, "init.safetensors")
         save_init(init_path, *model)
@@ -277,7 +272,7 @@ def main():
         cfg = tomllib.load(f)
     if model is not None:
         want = {k: cfg["method"][k] for k in ["proj_hidden", "proj_out"]}
-        if head_dims(args.method) != want:
+        if head_dims(args.method, 8 * args.width) != want:  # ResNet-18 embed dim = 8 x width
             proc.kill()
             sys.exit(f"head sizes differ from pretext's config {want}")
     light = run_lightly(args, cfg, data, model)

@@ -2,17 +2,22 @@
 """Step-equivalence fixtures for the trainer's six methods.
 
 For each method at a tiny config, writes trainer/tests/fixtures/<method>.safetensors:
-  init.<name>           student weights/buffers before the step (teacher starts as a copy)
+  init.<name>           student weights/buffers before the step
+  init_teacher.<name>   teacher before the step (differs from the student, so the
+                        EMA order is visible; absent: the teacher is a copy)
   view<i>               the augmented views fed to the step
   state_init.<k>        loss state before the step (MoCo queue, DINO center)
   noise                 MAE masking noise (lowest values are kept)
   after.student.<name>  student after one SGD step
   after.teacher.<name>  EMA teacher after the update
   after.state.<k>       loss state after the step
-and metadata: loss, grad norms per parameter group and per tensor, and the
-hyper-parameters. The reference is lightly's losses (NTXentLoss,
-NegativeCosineSimilarity, DINOLoss) and the papers' pseudo-code (MoCo queue,
-MAE), on a torchvision-named ResNet / timm ViT.
+and metadata: loss, grad norms per parameter group and per tensor (before any
+gradient is cancelled), step/epoch, tensors frozen this step, and the
+hyper-parameters. The reference is lightly's losses and heads (NTXentLoss,
+NegativeCosineSimilarity, DINOLoss, SimSiamProjectionHead) and the papers' /
+reference repos' code (MoCo's builder.py: key encoder updated before the keys
+are computed; DINO's main_dino.py: per-epoch teacher temperature, last layer
+frozen in the first epoch; MAE), on a torchvision-named ResNet / timm ViT.
 
 Run: .venv/bin/python scripts/gen_method_fixtures.py   (needs torch, timm, lightly, safetensors)
 """
@@ -27,6 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from lightly.loss import DINOLoss, NegativeCosineSimilarity, NTXentLoss
+from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 from timm.models.vision_transformer import Block, VisionTransformer
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "trainer", "tests", "fixtures")
@@ -114,12 +120,21 @@ def cosine(step, total, start, end):
     return end if total <= 1 else end - (end - start) * (math.cos(math.pi * step / (total - 1)) + 1) / 2
 
 
-def run(method, student, loss_fn, views, teacher=None, state_init=None, state_after=None, extra_meta=None, noise=None):
-    """One step: loss, backward, grad norms, SGD (no wd on norms/biases), EMA; then `state_after()`
-    gives the loss state after the step (queue, center)."""
+def run(method, student, loss_fn, views, teacher=None, state_init=None, state_after=None, extra_meta=None, noise=None,
+        step=0, epoch=0, ema_before=False, frozen=(), teacher_offset=0.0):
+    """One step: loss, backward, grad norms, cancel the grads of `frozen` (DINO's
+    cancel_gradients_last_layer), SGD (no wd on norms/biases), EMA after the step
+    (unless `ema_before`: the loss function did it, as MoCo); then `state_after()`
+    gives the loss state after the step (queue, center). `teacher_offset` > 0 starts
+    the teacher away from the student (its float tensors + offset * randn)."""
     init = {f"init.{k}": v.detach().clone() for k, v in student.state_dict().items()}
     if teacher is not None:
         teacher.load_state_dict({k: v for k, v in student.state_dict().items() if k in teacher.state_dict()})
+        if teacher_offset > 0:
+            with torch.no_grad():
+                for p in teacher.parameters():
+                    p.add_(torch.randn_like(p) * teacher_offset)
+            init.update({f"init_teacher.{k}": v.detach().clone() for k, v in teacher.state_dict().items()})
     state_init = {f"state_init.{k}": v.clone() for k, v in (state_init or {}).items()}
     params = dict(student.named_parameters())
     opt = torch.optim.SGD(
@@ -140,6 +155,8 @@ def run(method, student, loss_fn, views, teacher=None, state_init=None, state_af
         g = group(n)
         groups[g] = groups.get(g, 0.0) + float(p.grad.double().pow(2).sum())
         per[n] = float(p.grad.double().norm())
+    for n in frozen:
+        params[n].grad = None
     opt.step()
     out = dict(init)
     out.update(state_init)
@@ -148,13 +165,13 @@ def run(method, student, loss_fn, views, teacher=None, state_init=None, state_af
     if noise is not None:
         out["noise"] = noise
     out.update({f"after.student.{k}": v.detach().clone() for k, v in student.state_dict().items()})
-    tau = None
-    if teacher is not None:
-        tau = cosine(0, TOTAL_STEPS, extra_meta["tau"], 1.0)
+    if teacher is not None and not ema_before:
+        tau = cosine(step, TOTAL_STEPS, extra_meta["tau"], 1.0)
         with torch.no_grad():
             sp = dict(student.named_parameters())
             for n, p in teacher.named_parameters():
                 p.mul_(tau).add_(sp[n], alpha=1 - tau)
+    if teacher is not None:
         out.update({f"after.teacher.{k}": v.detach().clone() for k, v in teacher.state_dict().items()})
     for k, v in (state_after() if state_after else {}).items():
         out[f"after.state.{k}"] = v.clone()
@@ -164,6 +181,7 @@ def run(method, student, loss_fn, views, teacher=None, state_init=None, state_af
         "grad_norms": json.dumps({g: math.sqrt(v) for g, v in groups.items()}),
         "grad_norms_per_tensor": json.dumps(per),
         "lr": repr(LR), "momentum": repr(MOMENTUM), "weight_decay": repr(WD), "total_steps": str(TOTAL_STEPS),
+        "step": str(step), "epoch": str(epoch), "frozen": json.dumps(list(frozen)),
         "config": json.dumps(extra_meta or {}),
     }
     save_file(out, os.path.join(OUT, f"{method}.safetensors"), metadata=meta)
@@ -220,10 +238,13 @@ def main():
             z1 = t.projection_head(t.backbone(x[1]))
         return 0.5 * (ncs(p0, z1) + ncs(p1, z0))
 
-    run("byol", m, byol, x, teacher=t, extra_meta={"proj_hidden": H, "proj_out": O, "tau": 0.99})
+    # BYOL alg. 1: the target is updated after the online step (a target away from the online net shows the order).
+    run("byol", m, byol, x, teacher=t, step=3, teacher_offset=0.05, extra_meta={"proj_hidden": H, "proj_out": O, "tau": 0.99})
 
     torch.manual_seed(2)
-    m = Net({"projection_head": Head([(D, H, True, "relu"), (H, H, True, "relu"), (H, O, True, None)]), "prediction_head": two_layer(O, 8, O)}).train()
+    # lightly's heads: the projector's output BatchNorm is affine=False, as in the paper.
+    m = Net({"projection_head": SimSiamProjectionHead(D, H, O), "prediction_head": SimSiamPredictionHead(O, 8, O)}).train()
+    assert not any("layers.7.weight" in n for n, _ in m.named_parameters())
     x = views(2)
 
     def simsiam():
@@ -243,9 +264,16 @@ def main():
     queue = F.normalize(torch.randn(K, O), dim=1)
     state = {"queue": queue.clone(), "queue_ptr": torch.zeros(1, dtype=torch.int64)}
 
+    MOCO_STEP = 3
+
     def moco():
         q = F.normalize(m.projection_head(m.backbone(x[0])), dim=1)
         with torch.no_grad():
+            # MoCo's builder.py: _momentum_update_key_encoder() before the keys (lightly's example too).
+            tau = cosine(MOCO_STEP, TOTAL_STEPS, 0.99, 1.0)
+            sp = dict(m.named_parameters())
+            for n, p in t.named_parameters():
+                p.mul_(tau).add_(sp[n], alpha=1 - tau)
             k = F.normalize(t.projection_head(t.backbone(x[1])), dim=1)
         logits = torch.cat([(q * k).sum(1, keepdim=True), q @ F.normalize(state["queue"], dim=1).T], 1) / 0.2
         loss = F.cross_entropy(logits, torch.zeros(B, dtype=torch.long))
@@ -258,7 +286,7 @@ def main():
         q[0:B] = k
         return {"queue": q, "queue_ptr": torch.tensor([B % K], dtype=torch.int64)}
 
-    run("moco_v2", m, moco, x, teacher=t, state_init={k: v.clone() for k, v in state.items()}, state_after=moco_after, extra_meta={"proj_hidden": H, "proj_out": O, "tau": 0.99, "temperature": 0.2, "queue_size": K})
+    run("moco_v2", m, moco, x, teacher=t, step=MOCO_STEP, ema_before=True, teacher_offset=0.05, state_init={k: v.clone() for k, v in state.items()}, state_after=moco_after, extra_meta={"proj_hidden": H, "proj_out": O, "tau": 0.99, "temperature": 0.2, "queue_size": K})
 
     # DINO on the ResNet: 2 global + 2 local crops, lightly's DINOLoss.
     torch.manual_seed(4)
@@ -274,12 +302,6 @@ def main():
         def forward(self, x):
             return F.linear(F.normalize(self.layers(x), dim=-1), F.normalize(self.last_layer.weight, dim=1))
 
-    m = Net({"projection_head": DinoHead()}).train()
-    t = Net({"projection_head": DinoHead()}).train()
-    x = views(2) + views(2, S // 2)
-    crit = DINOLoss(output_dim=OUTD, warmup_teacher_temp=0.04, teacher_temp=0.07, student_temp=0.1, center_momentum=0.9)
-    dstate = {}
-
     def fwd(net, vs):
         out = []
         for size in sorted({v.shape[-1] for v in vs}, reverse=True):
@@ -287,16 +309,32 @@ def main():
             out.extend(net.projection_head(net.backbone(torch.cat(group_v))).chunk(len(group_v)))
         return out
 
-    def dino():
-        with torch.no_grad():
-            to = fwd(t, x[:2])
-        so = fwd(m, x)
-        loss = crit(to, so, teacher_temp=0.04)
-        dstate["center"] = crit.center.reshape(1, OUTD).clone()
-        return loss
+    # Two steps of DINO's main_dino.py schedule, with 2 steps per epoch and a 5-epoch teacher-temperature warmup:
+    # "dino" at step 0 (epoch 0: temperature 0.04, last layer frozen), "dino_epoch2" at step 4 (epoch 2:
+    # np.linspace(0.04, 0.07, 5)[2] = 0.055, last layer trained). lightly's DINOLoss(epoch=...) gives the temperature.
+    for name, seed, step, epoch in [("dino", 4, 0, 0), ("dino_epoch2", 7, 4, 2)]:
+        torch.manual_seed(seed)
+        m = Net({"projection_head": DinoHead()}).train()
+        t = Net({"projection_head": DinoHead()}).train()
+        x = views(2) + views(2, S // 2)
+        crit = DINOLoss(output_dim=OUTD, warmup_teacher_temp=0.04, teacher_temp=0.07, warmup_teacher_temp_epochs=5, student_temp=0.1, center_momentum=0.9)
+        center0 = torch.randn(1, OUTD) * 0.1 if epoch > 0 else torch.zeros(1, OUTD)
+        crit.center.copy_(center0.reshape(1, 1, OUTD))
+        dstate = {}
 
-    run("dino", m, dino, x, teacher=t, state_init={"center": torch.zeros(1, OUTD)}, state_after=lambda: dstate, extra_meta={"proj_hidden": H, "dino_out": OUTD, "dino_bottleneck": BOT, "tau": 0.99,
-                                                                      "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "student_temp": 0.1, "center_momentum": 0.9, "n_local": 2})
+        def dino(m=m, t=t, x=x, crit=crit, dstate=dstate, epoch=epoch):
+            with torch.no_grad():
+                to = fwd(t, x[:2])
+            so = fwd(m, x)
+            loss = crit(to, so, epoch=epoch)
+            dstate["center"] = crit.center.reshape(1, OUTD).clone()
+            return loss
+
+        frozen = ["projection_head.last_layer.weight"] if epoch < 1 else []
+        run(name, m, dino, x, teacher=t, step=step, epoch=epoch, frozen=frozen, teacher_offset=0.05 if epoch > 0 else 0.0,
+            state_init={"center": center0}, state_after=lambda dstate=dstate: dstate,
+            extra_meta={"proj_hidden": H, "dino_out": OUTD, "dino_bottleneck": BOT, "tau": 0.99, "teacher_temp": 0.07, "warmup_teacher_temp": 0.04,
+                        "warmup_teacher_epochs": 5, "freeze_last_layer": 1, "student_temp": 0.1, "center_momentum": 0.9, "n_local": 2})
 
     # MAE (He et al.): timm ViT encoder on visible tokens, 1-block decoder, normalized-pixel loss.
     torch.manual_seed(5)

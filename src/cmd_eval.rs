@@ -26,7 +26,11 @@ pub struct EvalArgs {
     checkpoint: PathBuf,
     #[arg(long)]
     data: PathBuf,
-    /// Training images used (gallery / probe / fine-tune set); 0 = all.
+    /// At most N images of each split (train and test), evenly strided so every
+    /// class stays in; 0 = all. `--train-limit` overrides the train side.
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Training images used (gallery / probe / fine-tune set); 0 = as --limit.
     #[arg(long, default_value_t = 0)]
     train_limit: usize,
     #[arg(long, default_value_t = 100)]
@@ -59,8 +63,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let backbone = Backbone::new(&bc);
     let size = bc.default_image_size();
     let (train, test, _) = load_splits(&a.data)?;
-    let test = test.context("the dataset has no 'test' split")?;
-    let train = train.subset(a.train_limit);
+    let test = test.context("the dataset has no 'test' split")?.subset(a.limit);
+    let train = train.subset(if a.train_limit > 0 { a.train_limit } else { a.limit });
+    println!("{} training / {} test images", train.n, test.n);
     let n = train.n;
     let tr = train.images();
     let trained = Params::new(backbone.params(), device);

@@ -18,6 +18,9 @@ pub struct TrainArgs {
     /// First-stage channels of a ResNet (64 in torchvision).
     #[arg(long)]
     width: Option<i64>,
+    /// Transformer blocks of a ViT (12 in timm's presets).
+    #[arg(long)]
+    depth: Option<usize>,
     /// Dataset: a tarball or folder the data crate opens (CIFAR-10 JPEG tarball, image folders, ...).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -70,6 +73,21 @@ pub struct TrainArgs {
     /// DINO local crops.
     #[arg(long)]
     n_local: Option<usize>,
+    /// Hidden width of the projection head (default: from the backbone's embed dim at --width).
+    #[arg(long)]
+    proj_hidden: Option<i64>,
+    /// Output dim of the projection head.
+    #[arg(long)]
+    proj_out: Option<i64>,
+    /// Hidden width of the prediction head (BYOL, SimSiam).
+    #[arg(long)]
+    pred_hidden: Option<i64>,
+    /// DINO: epochs of linear teacher-temperature warmup (0.04 -> 0.07).
+    #[arg(long)]
+    warmup_teacher_epochs: Option<u64>,
+    /// DINO: epochs during which the head's last layer is frozen.
+    #[arg(long)]
+    freeze_last_layer: Option<u64>,
     /// Start from these student weights (safetensors, the trainer's parameter
     /// names: torchvision/timm backbone names, `projection_head.*`, ...) instead of the random init.
     #[arg(long)]
@@ -86,15 +104,20 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let mut c = match &a.config {
         Some(p) => toml::from_str::<TrainConfig>(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?).with_context(|| format!("parsing {}", p.display()))?,
         None => {
+            // Head sizes follow the backbone's embed dim at --width.
             let mut c = TrainConfig::defaults(&a.method, &a.backbone)?;
+            c.depth = a.depth;
+            let mut c = c.with_width(a.width)?;
             c.out = PathBuf::from(format!("runs/{}-{}", c.method.name, a.backbone));
             c
         }
     };
-    if a.config.is_none() {
-        c.width = a.width;
-    } else if a.width.is_some() {
-        c.width = a.width;
+    if a.config.is_some() && a.depth.is_some() {
+        c.depth = a.depth;
+    }
+    if a.config.is_some() && a.width.is_some() {
+        // A saved config keeps its head sizes unless the width changes them.
+        c = c.with_width(a.width)?;
     }
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
@@ -106,8 +129,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     if a.init_weights.is_some() {
         c.init_weights = a.init_weights.clone();
     }
-    if let Some(n) = a.n_local {
-        c.method.n_local = n;
+    let m = &mut c.method;
+    macro_rules! set_method {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f { m.$f = v; } )* };
+    }
+    set_method!(n_local, proj_hidden, proj_out, pred_hidden, warmup_teacher_epochs, freeze_last_layer);
+    for (flag, v) in [("--proj-hidden", m.proj_hidden), ("--proj-out", m.proj_out), ("--pred-hidden", m.pred_hidden)] {
+        if v <= 0 {
+            anyhow::bail!("{flag} must be positive, got {v}");
+        }
     }
     if c.data.as_os_str().is_empty() {
         anyhow::bail!("--data is required (e.g. ../shared/data/cifar10-jpg.tar.gz)");

@@ -73,6 +73,12 @@ fn run_dir_config_rerun_and_eval() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("checkpoint: k-NN") && s.contains("random init: k-NN"), "{s}");
+    // --limit takes an evenly strided subset of each split; --train-limit overrides the train side.
+    let out = pretext(&data).args(["eval", "knn"]).arg(&run).arg("--data").arg(&data).args(["--limit", "6", "--no-baseline"]).output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && s.contains("6 training / 6 test images") && s.contains("checkpoint: k-NN"), "{s}{}", String::from_utf8_lossy(&out.stderr));
+    let out = pretext(&data).args(["eval", "knn"]).arg(&run).arg("--data").arg(&data).args(["--limit", "6", "--train-limit", "10", "--no-baseline"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10 training / 6 test images"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = pretext(&data).args(["eval", "linear"]).arg(&run).arg("--data").arg(&data).args(["--epochs", "5"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("linear probe top-1"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = pretext(&data).args(["eval", "finetune"]).arg(&run).arg("--data").arg(&data).args(["--epochs", "1", "--no-baseline"]).output().unwrap();
@@ -154,4 +160,41 @@ fn init_weights_loads_student_and_teacher() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("init.safetensors") && err.contains("'conv1.weight' has shape [4, 3, 3, 3], the model expects [8, 3, 3, 3]"), "{err}");
+}
+
+fn shape(p: &Path, key: &str) -> Option<Vec<usize>> {
+    let bytes = std::fs::read(p).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor(key).ok().map(|t| t.shape().to_vec())
+}
+
+/// Heads are sized for the backbone at --width (embed dim 8 x 4 = 32 here), not
+/// for the preset's width 64; the head flags override; SimSiam's output BatchNorm
+/// has running statistics but no affine parameters.
+#[test]
+fn head_sizes_follow_width_and_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data);
+    let base = ["train", "--backbone", "resnet18-cifar", "--width", "4", "--epochs", "1", "--batch-size", "8", "--limit", "8", "--threads", "1", "--quiet", "--knn-every=-1"];
+    let run = tmp.path().join("byol");
+    let out = pretext(&data).args(base).args(["--method", "byol"]).arg("--data").arg(&data).arg("--out").arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+    // BYOL preset: hidden = 4 x embed dim clamped to [64, 2048], out = min(256, hidden).
+    assert_eq!((cfg["method"]["proj_hidden"].as_integer(), cfg["method"]["proj_out"].as_integer()), (Some(128), Some(128)));
+    assert_eq!(shape(&run.join("checkpoint.safetensors"), "student.projection_head.layers.0.weight"), Some(vec![128, 32]));
+
+    let run = tmp.path().join("simsiam");
+    let out = pretext(&data).args(base).args(["--method", "simsiam", "--proj-hidden", "24", "--proj-out", "12", "--pred-hidden", "6"]).arg("--data").arg(&data).arg("--out").arg(&run).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ck = run.join("checkpoint.safetensors");
+    assert_eq!(shape(&ck, "student.projection_head.layers.0.weight"), Some(vec![24, 32]));
+    assert_eq!(shape(&ck, "student.projection_head.layers.6.weight"), Some(vec![12, 24]));
+    assert_eq!(shape(&ck, "student.prediction_head.layers.0.weight"), Some(vec![6, 12]));
+    assert_eq!(shape(&ck, "student.projection_head.layers.7.running_var"), Some(vec![12]));
+    assert_eq!(shape(&ck, "student.projection_head.layers.7.weight"), None, "SimSiam's output BatchNorm is non-affine");
+
+    let out = pretext(&data).args(base).args(["--method", "simclr", "--proj-out", "0"]).arg("--data").arg(&data).arg("--out").arg(tmp.path().join("bad")).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--proj-out must be positive"), "{}", String::from_utf8_lossy(&out.stderr));
 }

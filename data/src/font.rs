@@ -16,17 +16,17 @@ fn glyph(c: char) -> &'static str {
         '6' => "011100111101111", '7' => "111001010010010", '8' => "111101111101111", '9' => "111101111001110",
         '-' => "000000111000000", '_' => "000000000000111", '.' => "000000000000010", '/' => "001001010100100",
         ':' => "000010000010000", '(' => "001010010010001", ')' => "100010010010100", ',' => "000000000010100",
-        ' ' => "000000000000000", _ => "111101101101111",
+        ' ' => "000000000000000", '=' => "000111000111000", '%' => "101001010100101", _ => "111101101101111",
     }
 }
 
 /// Width in pixels of `text` at `scale`.
-pub(crate) fn text_width(text: &str, scale: u32) -> u32 {
+pub fn text_width(text: &str, scale: u32) -> u32 {
     text.chars().count() as u32 * 4 * scale
 }
 
 /// Draws `text` with its top-left corner at `(x, y)`, clipped to the image.
-pub(crate) fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str, scale: u32, color: Rgb<u8>) {
+pub fn draw_text(img: &mut RgbImage, x: u32, y: u32, text: &str, scale: u32, color: Rgb<u8>) {
     for (k, c) in text.chars().enumerate() {
         for (b, bit) in glyph(c).bytes().enumerate() {
             if bit != b'1' {

@@ -40,7 +40,7 @@
 mod cache;
 mod dataset;
 mod error;
-mod font;
+pub mod font;
 mod formats;
 pub mod inspect;
 mod source;

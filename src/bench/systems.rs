@@ -109,7 +109,7 @@ pub fn time_train_step(case: &TrainCase, cfg: StepConfig, warmup: usize, steps: 
     let timing = Timing { warmup, min_iters: steps, max_iters: steps, budget_s: 0.0 };
     let mut step = 0u64;
     let times = timing.run(|| -> Result<()> {
-        let ctx = StepCtx { step, total_steps: (warmup + steps) as u64 };
+        let ctx = StepCtx { step, total_steps: (warmup + steps) as u64, epoch: 0 };
         opt.zero_grad();
         let loss = method.loss(&views, &ctx)?;
         losses.push(loss.double_value(&[]));

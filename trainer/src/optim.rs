@@ -36,11 +36,14 @@ pub struct Slot {
     pub name: String,
     pub param: Tensor,
     pub decay: bool,
+    /// Skipped by [`Optimizer::step`] (no update, no decay, no state change),
+    /// like a PyTorch parameter whose `.grad` is `None`. Set per step by [`Optimizer::freeze`].
+    pub frozen: bool,
 }
 
 impl Slot {
     pub fn new(name: String, param: Tensor, kind: ParamKind) -> Self {
-        Self { name, param, decay: kind == ParamKind::Weight }
+        Self { name, param, decay: kind == ParamKind::Weight, frozen: false }
     }
 }
 
@@ -67,6 +70,13 @@ impl Optimizer {
             if g.defined() {
                 let _ = g.detach_().zero_();
             }
+        }
+    }
+
+    /// Freezes exactly the slots named in `names` for the following steps.
+    pub fn freeze(&mut self, names: &[String]) {
+        for s in &mut self.slots {
+            s.frozen = names.contains(&s.name);
         }
     }
 
@@ -109,6 +119,9 @@ impl Optimizer {
             for i in 0..self.slots.len() {
                 let (name, mut p, decay) = {
                     let s = &self.slots[i];
+                    if s.frozen {
+                        continue;
+                    }
                     (s.name.clone(), s.param.shallow_clone(), s.decay)
                 };
                 let g = p.grad();
@@ -146,8 +159,13 @@ impl Optimizer {
                         let _ = m.g_add_(&(&g * (1.0 - b1)));
                         let _ = v.g_mul_scalar_(b2);
                         let _ = v.g_add_(&(g.square() * (1.0 - b2)));
-                        let bc1 = 1.0 - b1.powi(t as i32);
-                        let bc2 = 1.0 - b2.powi(t as i32);
+                        // Steps this tensor was updated (PyTorch's per-parameter `state['step']`):
+                        // differs from the global count when the slot was frozen.
+                        let mut n = self.state.entry(format!("step.{name}")).or_insert_with(|| Tensor::zeros([1], (Kind::Float, p.device()))).shallow_clone();
+                        let _ = n.g_add_scalar_(1.0);
+                        let t = n.double_value(&[0]) as i32;
+                        let bc1 = 1.0 - b1.powi(t);
+                        let bc2 = 1.0 - b2.powi(t);
                         let denom = (v / bc2).sqrt() + self.eps;
                         let _ = p.g_sub_(&(m / denom * (lr / bc1)));
                     }
@@ -191,6 +209,32 @@ mod tests {
         assert!((v[0] - (1.0 * (1.0 - 0.005) - 0.01)).abs() < 1e-6, "{v:?}");
         assert!((v[1] - (-2.0 * (1.0 - 0.005) + 0.01)).abs() < 1e-6, "{v:?}");
         assert!((v[3] - (0.5 - 0.01)).abs() < 1e-6, "{v:?}");
+    }
+
+    /// A frozen slot is left alone (no decay, no state), like a PyTorch
+    /// parameter whose grad is None; once unfrozen, AdamW's bias correction
+    /// counts that tensor's own steps, so its first update is lr * sign(g).
+    #[test]
+    fn frozen_slots_are_skipped_and_adamw_counts_steps_per_tensor() {
+        let w = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[0.5f32]).set_requires_grad(true);
+        let mut o = Optimizer::new(OptimizerKind::Adamw, vec![Slot::new("w".into(), w.shallow_clone(), ParamKind::Weight), Slot::new("b".into(), b.shallow_clone(), ParamKind::Weight)]);
+        let step = |o: &mut Optimizer| {
+            o.zero_grad();
+            (w.square().sum(Kind::Float) + b.square().sum(Kind::Float) * 3.0).backward();
+            o.step(0.01, 0.1);
+        };
+        o.freeze(&["b".to_string()]);
+        for _ in 0..3 {
+            step(&mut o);
+        }
+        assert_eq!(Vec::<f32>::try_from(&b.detach()).unwrap(), vec![0.5], "frozen: no update, no decay");
+        assert!(!o.state.keys().any(|k| k.ends_with(".b")), "{:?}", o.state.keys().collect::<Vec<_>>());
+        o.freeze(&[]);
+        step(&mut o);
+        let v = Vec::<f32>::try_from(&b.detach()).unwrap()[0];
+        assert!((v - (0.5 * (1.0 - 0.001) - 0.01)).abs() < 1e-6, "{v}");
+        assert_eq!(o.state["step.w"].double_value(&[0]), 4.0);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Line plots as PNG without fonts or system libraries: axes, a light grid
-//! with numeric tick labels (a built-in 3x5 digit font), one colored polyline
-//! per series and a color swatch per series at the top right, in series order
-//! (the training loop's `knn.png`: blue = k=20 T=0.07, orange = k=200 T=0.1;
-//! x axis in training minutes; `loss.png`: x axis in steps).
+//! with numeric tick labels, one colored polyline per series and a legend
+//! (color swatch + series name) at the top right, all text in the data
+//! crate's 3x5 bitmap font (upper case). The training loop's `knn.png` has x
+//! in training minutes; `loss.png` x in steps.
 
 use std::path::Path;
 
 use image::{Rgb, RgbImage};
+use pretext_data::font::{draw_text, text_width};
 
 pub const COLORS: [[u8; 3]; 6] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [127, 127, 127]];
 
@@ -68,10 +69,8 @@ pub fn line_plot(path: &Path, series: &[Series], w: u32, h: u32) -> std::io::Res
                 dot(&mut img, q, c);
             }
         }
-        // Legend swatch per series, top right.
-        let ly = t + 6 + 10 * si as i64;
-        thick_line(&mut img, (r - 40, ly), (r - 10, ly), c);
     }
+    legend(&mut img, series, r, t);
     img.save(path).map_err(std::io::Error::other)?;
     Ok(((x0, x1), (y0, y1)))
 }
@@ -86,39 +85,36 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
-/// 3x5 glyphs for `0-9 . -`, rows top to bottom, 3 bits each (MSB = left).
-fn glyph(c: char) -> Option<[u8; 5]> {
-    Some(match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        _ => return None,
-    })
-}
-
-/// Draws `s` with the 3x5 font scaled 2x.
-fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, c: Rgb<u8>) {
-    for (k, ch) in s.chars().enumerate() {
-        let Some(g) = glyph(ch) else { continue };
-        for (row, bits) in g.iter().enumerate() {
-            for col in 0..3 {
-                if bits >> (2 - col) & 1 == 1 {
-                    for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                        put(img, x + k as i64 * 8 + col * 2 + dx, y + row as i64 * 2 + dy, c);
-                    }
-                }
-            }
+/// A white box at the top right of the plot area: per series, a swatch in
+/// its color and its name, in series order.
+fn legend(img: &mut RgbImage, series: &[Series], right: i64, top: i64) {
+    if series.is_empty() {
+        return;
+    }
+    let row = 14i64;
+    let tw = series.iter().map(|s| text_width(s.name, 2)).max().unwrap_or(0) as i64;
+    let (w, h) = (tw + 36, row * series.len() as i64 + 6);
+    let (x0, y0) = ((right - 6 - w).max(0), top + 4);
+    for y in y0..y0 + h {
+        for x in x0..x0 + w {
+            put(img, x, y, Rgb([255, 255, 255]));
         }
     }
+    let grey = Rgb([160, 160, 160]);
+    for (a, b) in [((x0, y0), (x0 + w, y0)), ((x0, y0 + h), (x0 + w, y0 + h)), ((x0, y0), (x0, y0 + h)), ((x0 + w, y0), (x0 + w, y0 + h))] {
+        line(img, a, b, grey);
+    }
+    for (si, s) in series.iter().enumerate() {
+        let c = Rgb(COLORS[si % COLORS.len()]);
+        let y = y0 + 4 + row * si as i64;
+        thick_line(img, (x0 + 5, y + 4), (x0 + 25, y + 4), c);
+        text(img, x0 + 31, y, s.name, Rgb([0, 0, 0]));
+    }
+}
+
+/// Draws `s` (top-left at `x`, `y`) with the bitmap font scaled 2x, clipped at the left and top edges.
+fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, c: Rgb<u8>) {
+    draw_text(img, x.max(0) as u32, y.max(0) as u32, s, 2, c);
 }
 
 fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
@@ -166,5 +162,27 @@ mod tests {
         let blue = img.pixels().filter(|px| px.0 == COLORS[0]).count();
         assert!(blue > 50, "{blue} series pixels");
         assert!(img.pixels().any(|px| px.0 == [0, 0, 0]), "axes and labels");
+    }
+
+    /// The legend carries each series name: the pixels of a plot whose series
+    /// are named differ from the same plot with other names, inside the legend
+    /// box only, and a longer name widens the box.
+    #[test]
+    fn legend_draws_series_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let draw = |a: &str, b: &str| {
+            let p = dir.path().join(format!("{a}{b}.png"));
+            let s = [Series { name: a, points: vec![(0.0, 0.0), (1.0, 1.0)] }, Series { name: b, points: vec![(0.0, 1.0), (1.0, 0.0)] }];
+            line_plot(&p, &s, 320, 200).unwrap();
+            image::open(&p).unwrap().to_rgb8()
+        };
+        let (x, y) = (draw("knn k=20", "knn k=200"), draw("loss", "lr"));
+        let diff: Vec<(u32, u32)> = x.enumerate_pixels().filter(|(i, j, p)| y.get_pixel(*i, *j) != *p).map(|(i, j, _)| (i, j)).collect();
+        assert!(!diff.is_empty());
+        // All differences are in the top right (legend) area.
+        assert!(diff.iter().all(|&(i, j)| i > 320 - 15 - text_width("knn k=200", 2) - 50 && j < 15 + 40), "{:?}", diff.iter().take(5).collect::<Vec<_>>());
+        // The name is drawn in black glyphs next to its color swatch.
+        let black = |img: &RgbImage| img.pixels().filter(|p| p.0 == [0, 0, 0]).count();
+        assert!(black(&x) > black(&y), "longer names draw more glyph pixels");
     }
 }

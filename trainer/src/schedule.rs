@@ -28,12 +28,17 @@ pub fn cosine(step: u64, total: u64, start: f64, end: f64) -> f64 {
     end - (end - start) * ((PI * t).cos() + 1.0) / 2.0
 }
 
-/// Linear ramp from `start` to `end` over `steps`, then constant (DINO's teacher temperature).
-pub fn linear_warmup(step: u64, steps: u64, start: f64, end: f64) -> f64 {
-    if step >= steps || steps == 0 {
+/// DINO's teacher temperature at `epoch`: `np.linspace(start, end, epochs)[epoch]`
+/// during the first `epochs` epochs (so the last warmup epoch already reaches
+/// `end`), then `end` (DINO's `teacher_temp_schedule`, lightly's `DINOLoss`).
+pub fn linspace_warmup(epoch: u64, epochs: u64, start: f64, end: f64) -> f64 {
+    if epoch >= epochs {
         return end;
     }
-    start + (end - start) * step as f64 / steps as f64
+    if epochs == 1 {
+        return start;
+    }
+    start + (end - start) * epoch as f64 / (epochs - 1) as f64
 }
 
 #[cfg(test)]
@@ -52,8 +57,12 @@ mod tests {
         assert_eq!(cosine(0, 50, 0.996, 1.0), 0.996);
         assert!((cosine(49, 50, 0.996, 1.0) - 1.0).abs() < 1e-12);
         assert_eq!(cosine(0, 1, 0.996, 1.0), 1.0);
-        assert_eq!(linear_warmup(0, 30, 0.04, 0.07), 0.04);
-        assert_eq!(linear_warmup(30, 30, 0.04, 0.07), 0.07);
-        assert!((linear_warmup(15, 30, 0.04, 0.07) - 0.055).abs() < 1e-12);
+        assert_eq!(linspace_warmup(0, 30, 0.04, 0.07), 0.04);
+        assert!((linspace_warmup(29, 30, 0.04, 0.07) - 0.07).abs() < 1e-12);
+        assert_eq!(linspace_warmup(30, 30, 0.04, 0.07), 0.07);
+        // np.linspace(0.04, 0.07, 4) = [0.04, 0.05, 0.06, 0.07].
+        assert!((linspace_warmup(2, 4, 0.04, 0.07) - 0.06).abs() < 1e-12);
+        assert_eq!(linspace_warmup(0, 1, 0.04, 0.07), 0.04);
+        assert_eq!(linspace_warmup(5, 0, 0.04, 0.07), 0.07);
     }
 }

@@ -30,6 +30,9 @@ pub struct TrainConfig {
     /// CLI backbone name (`resnet18-cifar`), with optional width override.
     pub backbone: String,
     pub width: Option<i64>,
+    /// ViT depth override (blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
     pub data: PathBuf,
     pub out: PathBuf,
     pub epochs: u64,
@@ -78,6 +81,7 @@ impl TrainConfig {
             method: m,
             backbone: backbone.into(),
             width: None,
+            depth: None,
             data: PathBuf::new(),
             out: PathBuf::from("runs/default"),
             epochs: 10,
@@ -103,6 +107,17 @@ impl TrainConfig {
         })
     }
 
+    /// Sets the ResNet width (`None`: the preset's) and sizes the method's
+    /// heads for the backbone's embed dim at that width, by the preset's rule
+    /// ([`MethodConfig::preset`]); explicit head sizes are set after this.
+    pub fn with_width(mut self, width: Option<i64>) -> Result<Self, TrainError> {
+        self.width = width;
+        let d = Backbone::new(&self.backbone_config()?).embed_dim();
+        let p = MethodConfig::preset(&self.method.name, d)?;
+        (self.method.proj_hidden, self.method.proj_out, self.method.pred_hidden) = (p.proj_hidden, p.proj_out, p.pred_hidden);
+        Ok(self)
+    }
+
     pub fn backbone_config(&self) -> Result<BackboneConfig, TrainError> {
         let mut c = BackboneConfig::from_name(&self.backbone).map_err(|e| TrainError::Config(e.to_string()))?;
         if let (Some(w), BackboneConfig::Resnet(r)) = (self.width, &mut c) {
@@ -110,6 +125,12 @@ impl TrainConfig {
         }
         if let (Some(_), BackboneConfig::Vit(_) | BackboneConfig::MobilenetV2(_)) = (self.width, &c) {
             return Err(TrainError::Config("--width applies to ResNets only".into()));
+        }
+        match (self.depth, &mut c) {
+            (Some(0), _) => return Err(TrainError::Config("--depth must be at least 1".into())),
+            (Some(d), BackboneConfig::Vit(v)) => *v = v.clone().with_depth(d),
+            (Some(_), _) => return Err(TrainError::Config("--depth applies to ViTs only".into())),
+            (None, _) => {}
         }
         Ok(c)
     }
@@ -371,7 +392,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
             .map(|(v, spec)| Tensor::from_slice(v).reshape([cfg.batch_size as i64, 3, spec.size as i64, spec.size as i64]).to_device(device))
             .collect();
         tch::manual_seed((cfg.seed.wrapping_mul(1_000_000_007).wrapping_add(step)) as i64);
-        let ctx = StepCtx { step, total_steps: total };
+        let ctx = StepCtx { step, total_steps: total, epoch: step / steps_per_epoch };
         let lr = schedule::warmup_cosine(step, total, warmup, cfg.lr, cfg.min_lr);
         let wd = schedule::cosine(step, total, cfg.weight_decay, cfg.final_weight_decay);
         opt.zero_grad();
@@ -385,6 +406,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
         if cfg.clip_grad > 0.0 {
             opt.clip_grad_norm(cfg.clip_grad);
         }
+        opt.freeze(&method.frozen(&ctx));
         opt.step(lr, wd);
         method.after_step(&ctx);
         step += 1;
@@ -511,7 +533,7 @@ pub fn plot_metrics(out: &Path) -> Result<(), TrainError> {
     crate::plot::line_plot(&out.join("loss.png"), &[crate::plot::Series { name: "loss", points: loss }], 640, 360).map_err(io(out))?;
     let k20: Vec<(f64, f64)> = ms.iter().filter_map(|m| m.knn20.map(|a| (m.minutes, a))).collect();
     let k200: Vec<(f64, f64)> = ms.iter().filter_map(|m| m.knn200.map(|a| (m.minutes, a))).collect();
-    crate::plot::line_plot(&out.join("knn.png"), &[crate::plot::Series { name: "knn k=20", points: k20 }, crate::plot::Series { name: "knn k=200", points: k200 }], 640, 360).map_err(io(out))?;
+    crate::plot::line_plot(&out.join("knn.png"), &[crate::plot::Series { name: "k-NN k=20 T=0.07", points: k20 }, crate::plot::Series { name: "k-NN k=200 T=0.1", points: k200 }], 640, 360).map_err(io(out))?;
     Ok(())
 }
 

@@ -1,6 +1,11 @@
 //! BYOL (Grill et al. 2020, "Bootstrap Your Own Latent"): an online network
 //! with a predictor regresses the projection of a momentum target network;
 //! the target follows the online weights with tau cosine-scheduled 0.996 -> 1.
+//!
+//! Reference: lightly's `BYOLProjectionHead`/`BYOLPredictionHead` and
+//! `NegativeCosineSimilarity`; the step order is the paper's algorithm 1: the
+//! target is updated *after* the online optimizer step (lightly's example
+//! updates it before the forward, one step earlier).
 
 use pretext_models::{Backbone, MlpHead};
 use tch::{Device, Tensor};
@@ -31,18 +36,7 @@ impl Byol {
 }
 
 impl Method for Byol {
-    fn name(&self) -> &'static str {
-        "byol"
-    }
-    fn backbone(&self) -> &Backbone {
-        &self.backbone
-    }
-    fn students(&self) -> Vec<(&'static str, &Params)> {
-        vec![("", &self.params)]
-    }
-    fn teacher(&self) -> Option<&Params> {
-        Some(&self.teacher)
-    }
+    super::student_accessors!("byol", teacher);
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("byol", views, 2)?;
         let online = |x: &Tensor| {

@@ -2,6 +2,11 @@
 //! Transformers"): a student matches the centered, sharpened output of an EMA
 //! teacher across views; the teacher sees the 2 global crops, the student all
 //! crops (multi-crop). Works on ViTs and ResNets.
+//!
+//! Reference: the DINO repo's `main_dino.py` (`DINOHead`, `DINOLoss`,
+//! `cancel_gradients_last_layer`) and lightly's `DINOLoss`: teacher
+//! temperature warmed up per epoch, last layer frozen for the first
+//! `freeze_last_layer` epochs, EMA teacher and center updated after the step.
 
 use pretext_models::{Act, Backbone, HeadBlock, Init, MlpHead, ParamKind, ParamSpec, Vit};
 use tch::{Device, Kind, Tensor};
@@ -94,28 +99,26 @@ impl Dino {
 }
 
 impl Method for Dino {
-    fn name(&self) -> &'static str {
-        "dino"
-    }
-    fn backbone(&self) -> &Backbone {
-        &self.backbone
-    }
-    fn students(&self) -> Vec<(&'static str, &Params)> {
-        vec![("", &self.params)]
-    }
-    fn teacher(&self) -> Option<&Params> {
-        Some(&self.teacher)
-    }
+    super::student_accessors!("dino", teacher);
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("dino", views, 2)?;
         let t = tch::no_grad(|| self.forward(&self.teacher, &views[..2]));
         let s = self.forward(&self.params, views);
-        let tt = schedule::linear_warmup(ctx.step, self.c.warmup_teacher_steps, self.c.warmup_teacher_temp, self.c.teacher_temp);
+        let tt = schedule::linspace_warmup(ctx.epoch, self.c.warmup_teacher_epochs, self.c.warmup_teacher_temp, self.c.teacher_temp);
         let l = loss::dino(&t, &s, &self.center, tt, self.c.student_temp);
         self.pending = t;
         Ok(l)
     }
+    fn frozen(&self, ctx: &StepCtx) -> Vec<String> {
+        // "freezing the last layer during the first epoch helps training" (DINO repo, `cancel_gradients_last_layer`).
+        if ctx.epoch < self.c.freeze_last_layer {
+            vec![self.head.last.clone()]
+        } else {
+            vec![]
+        }
+    }
     fn after_step(&mut self, ctx: &StepCtx) {
+        // After the optimizer step, as in DINO's `main_dino.py`.
         ema_update(&self.teacher, &self.params, schedule::cosine(ctx.step, ctx.total_steps, self.c.tau, 1.0));
         if !self.pending.is_empty() {
             let c = tch::no_grad(|| loss::dino_center(&self.pending, &self.center, self.c.center_momentum));

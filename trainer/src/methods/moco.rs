@@ -2,6 +2,12 @@
 //! Baselines with Momentum Contrastive Learning"): queries from the encoder,
 //! keys from its momentum copy, negatives from a queue of past keys; MLP
 //! projection head, temperature 0.2.
+//!
+//! Reference for the step order: the MoCo repo's `MoCo.forward`
+//! (`moco/builder.py`) and lightly's MoCo example both update the key encoder
+//! *before* computing the keys, from the query encoder's weights before this
+//! step's optimizer update; the new keys are enqueued after the loss. The
+//! momentum follows lightly's cosine schedule `tau -> 1` (the repo keeps 0.999).
 
 use pretext_models::{Act, Backbone, HeadBlock, MlpHead};
 use tch::{Device, Tensor};
@@ -36,28 +42,17 @@ impl MocoV2 {
 }
 
 impl Method for MocoV2 {
-    fn name(&self) -> &'static str {
-        "moco_v2"
-    }
-    fn backbone(&self) -> &Backbone {
-        &self.backbone
-    }
-    fn students(&self) -> Vec<(&'static str, &Params)> {
-        vec![("", &self.params)]
-    }
-    fn teacher(&self) -> Option<&Params> {
-        Some(&self.teacher)
-    }
-    fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
+    super::student_accessors!("moco_v2", teacher);
+    fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("moco_v2", views, 2)?;
+        ema_update(&self.teacher, &self.params, schedule::cosine(ctx.step, ctx.total_steps, self.tau, 1.0));
         let q = embed(&self.backbone, &self.proj, &self.params, &views[0]);
         let k = tch::no_grad(|| embed(&self.backbone, &self.proj, &self.teacher, &views[1]));
         let l = loss::info_nce_queue(&q, &k, &self.queue.keys, self.temperature);
         self.pending = Some(loss::l2_normalize(&k));
         Ok(l)
     }
-    fn after_step(&mut self, ctx: &StepCtx) {
-        ema_update(&self.teacher, &self.params, schedule::cosine(ctx.step, ctx.total_steps, self.tau, 1.0));
+    fn after_step(&mut self, _: &StepCtx) {
         if let Some(k) = self.pending.take() {
             self.queue.push(&k);
         }

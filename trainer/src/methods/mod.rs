@@ -7,6 +7,30 @@
 //! heads live under `projection_head.*`/`prediction_head.*` (lightly's names),
 //! so the backbone can be exported without remapping.
 
+/// The accessors of a method with one student store: `name`, `backbone`
+/// (`self.backbone`) and `students` (`self.params`, no prefix); with
+/// `teacher`, also `teacher` (`self.teacher`). Expands inside `impl Method`.
+macro_rules! student_accessors {
+    ($name:literal) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+        fn backbone(&self) -> &pretext_models::Backbone {
+            &self.backbone
+        }
+        fn students(&self) -> Vec<(&'static str, &$crate::backend::Params)> {
+            vec![("", &self.params)]
+        }
+    };
+    ($name:literal, teacher) => {
+        $crate::methods::student_accessors!($name);
+        fn teacher(&self) -> Option<&$crate::backend::Params> {
+            Some(&self.teacher)
+        }
+    };
+}
+pub(crate) use student_accessors;
+
 pub mod byol;
 pub mod dino;
 pub mod mae;
@@ -28,6 +52,8 @@ pub const METHOD_NAMES: &[&str] = &["simclr", "moco_v2", "byol", "simsiam", "din
 pub struct StepCtx {
     pub step: u64,
     pub total_steps: u64,
+    /// `step / steps_per_epoch`: DINO's teacher temperature and last-layer freeze are per epoch.
+    pub epoch: u64,
 }
 
 /// Hyper-parameters of the method (heads, temperatures, EMA, queue, masking).
@@ -49,10 +75,15 @@ pub struct MethodConfig {
     pub dino_out: i64,
     pub dino_bottleneck: i64,
     pub teacher_temp: f64,
+    /// DINO: the teacher temperature goes linearly from `warmup_teacher_temp`
+    /// to `teacher_temp` over the first `warmup_teacher_epochs` epochs
+    /// (`np.linspace` per epoch, as in the DINO repo and lightly's `DINOLoss`).
     pub warmup_teacher_temp: f64,
-    pub warmup_teacher_steps: u64,
+    pub warmup_teacher_epochs: u64,
     pub student_temp: f64,
     pub center_momentum: f64,
+    /// DINO: the head's last layer is not updated during the first N epochs.
+    pub freeze_last_layer: u64,
     /// MAE: masked fraction and decoder size.
     pub mask_ratio: f64,
     pub decoder_dim: i64,
@@ -78,9 +109,10 @@ impl MethodConfig {
             dino_bottleneck: 256,
             teacher_temp: 0.07,
             warmup_teacher_temp: 0.04,
-            warmup_teacher_steps: 500,
+            warmup_teacher_epochs: 30,
             student_temp: 0.1,
             center_momentum: 0.9,
+            freeze_last_layer: 1,
             mask_ratio: 0.75,
             decoder_dim: 128,
             decoder_depth: 2,
@@ -142,6 +174,11 @@ pub trait Method {
     }
     /// Forward all views in train mode and return the loss.
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> Result<Tensor, MethodError>;
+    /// Trainable tensors (checkpoint names) the optimizer must leave alone
+    /// this step, as if they had no gradient (DINO's `cancel_gradients_last_layer`).
+    fn frozen(&self, _ctx: &StepCtx) -> Vec<String> {
+        vec![]
+    }
     /// After the optimizer step: EMA teacher, queue, center.
     fn after_step(&mut self, _ctx: &StepCtx) {}
     /// Fixes the random masking of the next step (MAE; a no-op elsewhere). For step-equivalence tests.

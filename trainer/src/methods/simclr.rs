@@ -26,15 +26,7 @@ impl SimClr {
 }
 
 impl Method for SimClr {
-    fn name(&self) -> &'static str {
-        "simclr"
-    }
-    fn backbone(&self) -> &Backbone {
-        &self.backbone
-    }
-    fn students(&self) -> Vec<(&'static str, &Params)> {
-        vec![("", &self.params)]
-    }
+    super::student_accessors!("simclr");
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("simclr", views, 2)?;
         // One forward per view, as lightly's example: BatchNorm statistics per view.

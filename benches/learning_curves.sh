@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Short CPU learning curves on CIFAR-10 for DINO, MAE, MoCo v2 and SimSiam
+# (docs/results.md, "Learning curves"): one run at a time, one libtorch thread,
+# k-NN (k=20 T=0.07 and k=200 T=0.1) on the 10,000 test images against a
+# 10,000-image strided train gallery at the start (random init), mid-run and
+# the end; then one k-NN-vs-minutes PNG per k-NN setting.
+#
+#   bash benches/learning_curves.sh [PRETEXT_BIN] [RUN_ROOT]
+set -euo pipefail
+BIN=${1:-target/debug/pretext}
+ROOT=${2:-runs/curves}
+DATA=${DATA:-/work/shared/data/cifar10-jpg.tar.gz}
+export RAYON_NUM_THREADS=1
+common=(--data "$DATA" --threads 1 --quiet --knn-train 10000 --seed 0)
+resnet=(--backbone resnet18-cifar --width 16 --batch-size 64)
+run() {
+    local name=$1; shift
+    echo "== $name: $* (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    local t0=$SECONDS
+    "$BIN" train "${common[@]}" --out "$ROOT/$name" "$@"
+    echo "== $name: $((SECONDS - t0)) s wall (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+}
+# 10,000 images (one epoch of a strided subset), k-NN at 0, 0.5 and 1 epoch.
+run moco_v2 --method moco_v2 "${resnet[@]}" --limit 10000 --epochs 1 --knn-every 0.5 --lr 0.06
+run simsiam --method simsiam "${resnet[@]}" --limit 10000 --epochs 1 --knn-every 0.5 --lr 0.06
+# DINO: 2 global + 2 local crops (about twice the compute per image), so 2 x 2,500
+# images: two epochs, so that the per-epoch teacher-temperature warmup (0.04 -> 0.07
+# over 2 epochs) and the last-layer freeze (epoch 0) both act.
+run dino --method dino "${resnet[@]}" --n-local 2 --limit 2500 --epochs 2 --knn-every 1 --warmup-teacher-epochs 2 --freeze-last-layer 1
+# MAE: ViT-Tiny at 32 px, patch 4, 4 blocks; AdamW with a short warmup.
+run mae --method mae --backbone vit-tiny-cifar --depth 4 --batch-size 64 --limit 10000 --epochs 1 --knn-every 0.5 --lr 1e-3 --warmup-epochs 0.1 --weight-decay 0.05
+cargo run -q -p pretext-trainer --example knn_curves -- benches/results/learning_curves \
+    dino="$ROOT/dino" mae="$ROOT/mae" moco_v2="$ROOT/moco_v2" simsiam="$ROOT/simsiam"
