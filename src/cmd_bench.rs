@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// or `per-batch` (one plan optimised per concrete batch size).
     #[arg(long, default_value = "per-batch")]
     pub tract_plan: String,
+    /// Threads of tract's matrix products (default: --threads; 1 = the calling
+    /// thread only, i.e. tract before its multithread-mm executor was enabled).
+    #[arg(long)]
+    pub tract_threads: Option<usize>,
     /// ONNX Runtime graph optimization level for pretext+ORT: all (default,
     /// as the torch.onnx+ORT peer), extended, basic, disable.
     #[arg(long, default_value = "all")]
@@ -252,6 +256,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "per-batch" => pretext_runtime::TractBatchMode::PerBatch,
             other => bail!("--tract-plan must be symbolic or per-batch, got '{other}'"),
         },
+        threads: Some(a.tract_threads.unwrap_or(a.threads).max(1)),
         ..Default::default()
     };
     let dir = a.out.clone();
@@ -481,7 +486,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "date_utc": utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": {"cpu": cpu_model(), "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                    "threads_per_system": a.threads, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg()},
+                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg()},
         "peak": peak,
         "macs_per_image": macs.iter().map(|(k, c)| (k.clone(), json!({"macs": c.macs, "elementwise": c.elementwise,
             "torch_flop_counter_flops": peers["torch_flop_counter"][k]}))).collect::<serde_json::Map<_, _>>(),

@@ -99,6 +99,7 @@ impl ModelArgs {
                     },
                     intra_threads: self.intra_threads,
                     inter_threads: self.inter_threads,
+                    ..Default::default()
                 })
             }
         };

@@ -14,7 +14,9 @@ pub mod proto {
 }
 pub mod checkpoint;
 pub mod error;
+pub mod fuse;
 pub mod graph;
+pub mod opsets;
 pub mod passes;
 pub mod recorder;
 pub mod tensor;
@@ -300,6 +302,8 @@ pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) 
     if opts.fold_batch_norm {
         report.folded_batch_norms = passes::fold_batch_norm(&mut g);
     }
+    // Patterns ONNX Runtime fuses (see `fuse`).
+    fuse::gelu_div_form(&mut g);
     if opts.fp16 {
         report.casts = passes::to_fp16(&mut g, !opts.fp16_io);
     }
@@ -310,6 +314,8 @@ pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) 
         .chain(heads.iter().flat_map(|(_, h)| h.params()).map(|p| p.name))
         .collect();
     report.unused = ckpt.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
+    // Every node, the passes' and fusions' included, must exist at the chosen opset.
+    opsets::check(&g, opts.opset)?;
     let metadata = metadata(&config, ckpt, opts, size, backbone.embed_dim());
     let model = Model { graph: g, opset: opts.opset, ir_version: ir_version_for(opts.opset), producer_version: env!("CARGO_PKG_VERSION").into(), metadata };
     Ok((model, report))

@@ -4,6 +4,16 @@
 //! from the path baked in at compile time. CPU is the default; CUDA and TensorRT are
 //! opt-in, and a requested provider that fails to register is an error
 //! ([`RuntimeError::Provider`]), never a silent CPU fallback (ort#567).
+//!
+//! Optimized-model cache ([`OrtOptions::optimized_cache`]): the first open of a model
+//! saves ONNX Runtime's optimized graph (`optimized_model_filepath`) under the cache
+//! directory, keyed by the sha256 of the model file, the ONNX Runtime build, the
+//! optimization level, the provider and the CPU's SIMD level (the level-3 NCHWc
+//! layout transformer writes hardware-specific blocked ops); later opens load that
+//! file with graph optimization disabled, skipping the optimizer. A cache write that
+//! fails is not an error (the session is already built); the key makes a stale entry
+//! unreachable rather than wrong. CPU provider only: CUDA/TensorRT graphs are
+//! partitioned per device and have TensorRT's own engine cache.
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -56,6 +66,8 @@ pub struct OrtOptions {
     pub intra_threads: Option<usize>,
     /// Inter-op threads; `None` lets ONNX Runtime choose.
     pub inter_threads: Option<usize>,
+    /// Directory of the optimized-model cache (see the module doc); `None` = no cache.
+    pub optimized_cache: Option<PathBuf>,
 }
 
 static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
@@ -84,6 +96,49 @@ pub struct OrtBackend {
     session: Mutex<Session>,
     outputs: Vec<String>,
     input_shape: Vec<Option<usize>>,
+    cache: CacheUse,
+}
+
+/// What the optimized-model cache did at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheUse {
+    /// No cache configured (or not applicable to the provider).
+    Off,
+    /// Loaded the optimized model from this file.
+    Hit(PathBuf),
+    /// Optimized the model and saved the result to this file.
+    Stored(PathBuf),
+    /// Optimized the model; saving to this file failed (reason).
+    StoreFailed(PathBuf, String),
+}
+
+/// The cache file of `model` (`<stem>.<key>.ort.onnx` in `dir`): the key hashes the
+/// model's bytes, the ONNX Runtime build string, the optimization level, the provider
+/// and the CPU's SIMD level.
+pub fn optimized_cache_path(dir: &Path, model: &Path, opts: &OrtOptions) -> Result<PathBuf, RuntimeError> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(model).map_err(|source| RuntimeError::Io { path: model.to_path_buf(), source })?;
+    ort_environment()?;
+    let mut h = Sha256::new();
+    h.update(Sha256::digest(&bytes));
+    h.update(ort::info().as_bytes());
+    h.update(format!("{:?}|{}|{}", opts.opt_level, opts.provider.label(), simd_level()).as_bytes());
+    let key = crate::extractor::hex(&h.finalize());
+    let stem = model.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+    Ok(dir.join(format!("{stem}.{}.ort.onnx", &key[..16])))
+}
+
+fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "x86_64-avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "x86_64-avx2";
+        }
+    }
+    std::env::consts::ARCH
 }
 
 /// Opens an ONNX file with ONNX Runtime.
@@ -144,7 +199,24 @@ impl OrtBackend {
             GraphOptLevel::Extended => GraphOptimizationLevel::Level2,
             GraphOptLevel::All => GraphOptimizationLevel::All,
         };
+        let cache_file = match (&opts.optimized_cache, &opts.provider, opts.opt_level) {
+            (Some(dir), ExecutionProvider::Cpu, l) if l != GraphOptLevel::Disable => Some(optimized_cache_path(dir, path, opts)?),
+            _ => None,
+        };
+        let hit = cache_file.as_ref().filter(|f| f.is_file()).cloned();
+        // A cached graph is already optimized; `tmp` receives a fresh one (renamed into place after the commit).
+        let tmp = match (&cache_file, &hit) {
+            (Some(f), None) => Some(f.with_extension(format!("tmp{}", std::process::id()))),
+            _ => None,
+        };
+        let level = if hit.is_some() { GraphOptimizationLevel::Disable } else { level };
         b = b.with_optimization_level(level).map_err(ort_err)?;
+        if let Some(t) = &tmp {
+            if let Some(dir) = t.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.to_path_buf(), source })?;
+            }
+            b = b.with_optimized_model_path(t).map_err(ort_err)?;
+        }
         if let Some(n) = opts.intra_threads {
             b = b.with_intra_threads(n).map_err(ort_err)?;
         }
@@ -152,13 +224,33 @@ impl OrtBackend {
             b = b.with_inter_threads(n).map_err(ort_err)?;
         }
         register_provider(&mut b, &opts.provider)?;
-        let session = b.commit_from_file(path).map_err(|e| RuntimeError::Load {
-            path: path.to_path_buf(),
-            backend: "ort",
-            reason: e.to_string(),
-        })?;
+        let session = match (b.commit_from_file(hit.as_deref().unwrap_or(path)), &hit) {
+            (Ok(s), _) => s,
+            // An unreadable cache entry (e.g. written by a crashed process) is dropped and rebuilt.
+            (Err(_), Some(h)) => {
+                std::fs::remove_file(h).map_err(|source| RuntimeError::Io { path: h.clone(), source })?;
+                return Self::open(path, opts);
+            }
+            (Err(e), None) => return Err(RuntimeError::Load { path: path.to_path_buf(), backend: "ort", reason: e.to_string() }),
+        };
+        let cache = match (hit, tmp, cache_file) {
+            (Some(h), _, _) => CacheUse::Hit(h),
+            (None, Some(t), Some(f)) => match std::fs::rename(&t, &f) {
+                Ok(()) => CacheUse::Stored(f),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&t);
+                    CacheUse::StoreFailed(f, e.to_string())
+                }
+            },
+            _ => CacheUse::Off,
+        };
         let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
-        Ok(OrtBackend { label: opts.provider.label(), session: Mutex::new(session), outputs, input_shape: declared })
+        Ok(OrtBackend { label: opts.provider.label(), session: Mutex::new(session), outputs, input_shape: declared, cache })
+    }
+
+    /// What the optimized-model cache did when this session was opened.
+    pub fn cache_use(&self) -> &CacheUse {
+        &self.cache
     }
 }
 

@@ -132,3 +132,31 @@ fn ann_recall_against_exact() {
     eprintln!("HNSW (instant-distance, ef_search 64) recall@10 = {recall:.4}");
     assert!(recall > 0.9, "recall@10 {recall}");
 }
+
+#[test]
+fn exact_topk_is_exact_across_query_chunks_gallery_shards_and_ties() {
+    // Small-integer vectors: every dot product is exact in f32 whatever the summation
+    // order, so the many ties must come out lowest index first, as brute force says,
+    // across 3 query chunks (600 queries) and the gallery shards of an 8-thread pool.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let d = 16;
+    let g = Array2::from_shape_fn((9000, d), |_| rng.random_range(-2i32..=2) as f32);
+    let q = Array2::from_shape_fn((600, d), |_| rng.random_range(-2i32..=2) as f32);
+    for threads in [1, 8] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let got = pool.install(|| exact_topk(g.view(), q.view(), 9));
+        assert_eq!(got.len(), 600);
+        for (qi, nbs) in got.iter().enumerate() {
+            let mut all: Vec<(f32, u32)> = (0..g.nrows()).map(|i| (g.row(i).dot(&q.row(qi)), i as u32)).collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let want: Vec<(f32, u32)> = all[..9].to_vec();
+            let have: Vec<(f32, u32)> = nbs.iter().map(|n| (n.sim, n.index)).collect();
+            assert_eq!(have, want, "{threads} threads, query {qi}");
+        }
+    }
+    // k larger than the gallery returns the whole gallery; k = 0 returns nothing.
+    let small = g.slice(ndarray::s![..5, ..]).to_owned();
+    assert!(exact_topk(small.view(), q.view(), 50).iter().all(|v| v.len() == 5));
+    assert!(exact_topk(g.view(), q.view(), 0).iter().all(|v| v.is_empty()));
+}
