@@ -78,7 +78,7 @@ pub fn dino(teacher: &[Tensor], student: &[Tensor], center: &Tensor, teacher_tem
                 continue;
             }
             let ce = (-(ti * sj)).sum_dim_intlist([-1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
-            total = total + ce;
+            total += ce;
             n += 1;
         }
     }

@@ -136,7 +136,7 @@ impl Optimizer {
                             let pn = p.norm().double_value(&[]);
                             let dn = d.norm().double_value(&[]);
                             if pn > 0.0 && dn > 0.0 {
-                                d = d * (self.eta * pn / dn);
+                                d *= self.eta * pn / dn;
                             }
                         }
                         let mut m = self.buf(format!("momentum.{name}"), &p);

@@ -416,22 +416,22 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
         let ips = images as f64 / train_secs();
         bar.set_position(step);
         bar.set_message(format!("loss {lv:.4} lr {lr:.4} {ips:.0} img/s"));
-        let epoch_end = step % steps_per_epoch == 0;
+        let epoch_end = step.is_multiple_of(steps_per_epoch);
         let out_of_time = cfg.max_minutes > 0.0 && minutes(&t0) >= cfg.max_minutes;
         let stop_now = cfg.stop_after > 0 && step - start >= cfg.stop_after;
-        if step % 20 == 0 || epoch_end || step == total || out_of_time || stop_now {
+        if step.is_multiple_of(20) || epoch_end || step == total || out_of_time || stop_now {
             let m = Metric { step, epoch: step as f64 / steps_per_epoch as f64, minutes: minutes(&t0), loss: Some(loss_acc.0 / loss_acc.1.max(1) as f64), lr: Some(lr), images_per_s: Some(ips), knn20: None, knn200: None };
             loss_acc = (0.0, 0);
             log(&m, &mut metrics)?;
         }
-        if cfg.knn_every >= 0.0 && (step % knn_period == 0 || step == total || out_of_time) {
+        if cfg.knn_every >= 0.0 && (step.is_multiple_of(knn_period) || step == total || out_of_time) {
             if let Some((a, b)) = run_knn(method.as_ref())? {
                 let m = Metric { step, epoch: step as f64 / steps_per_epoch as f64, minutes: minutes(&t0), loss: None, lr: None, images_per_s: None, knn20: Some(a), knn200: Some(b) };
                 log(&m, &mut metrics)?;
                 last_knn = Some((a, b));
             }
         }
-        let ck_due = (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) || epoch_end || step == total || out_of_time || stop_now;
+        let ck_due = (cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every)) || epoch_end || step == total || out_of_time || stop_now;
         if ck_due {
             // A step can leave finite loss but overflowed weights: never checkpoint those.
             let bad = opt.slots.iter().find(|s| s.param.isfinite().all().int64_value(&[]) == 0).map(|s| s.name.clone());

@@ -6,6 +6,18 @@
 //! Parameter names: the backbone keeps its plain torchvision/timm names,
 //! heads live under `projection_head.*`/`prediction_head.*` (lightly's names),
 //! so the backbone can be exported without remapping.
+//!
+//! The reference each method's step follows (checked one step at a time by
+//! `tests/step_equivalence.rs` against `scripts/gen_method_fixtures.py`):
+//!
+//! | method | heads, loss | step order |
+//! |---|---|---|
+//! | SimCLR | lightly `SimCLRProjectionHead`, `NTXentLoss` | - |
+//! | MoCo v2 | MoCo repo `builder.py` (v2 MLP head, queue) | key encoder EMA *before* the keys (repo, lightly) |
+//! | BYOL | lightly BYOL heads, `NegativeCosineSimilarity` | target EMA *after* the step (paper alg. 1) |
+//! | SimSiam | lightly `SimSiamProjectionHead` (output BN `affine=False`) | no EMA |
+//! | DINO | DINO repo `DINOHead` (weight-normalised last layer), lightly `DINOLoss` | per-epoch teacher temperature, last layer frozen in the first `freeze_last_layer` epochs, EMA and center after the step (repo) |
+//! | MAE | MAE repo `models_mae.py` (masking by noise argsort, normalised pixels) | no EMA |
 
 /// The accessors of a method with one student store: `name`, `backbone`
 /// (`self.backbone`) and `students` (`self.params`, no prefix); with
