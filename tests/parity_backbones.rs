@@ -2,6 +2,8 @@
 //! error <= 1e-4 in fp32 and cosine >= 0.999 in fp16, on CIFAR-10 test
 //! images and on real photos (raccoon set), at random init and after a few
 //! SGD steps; every exported file passes `onnx.checker` with full_check.
+//! One exception, measured and explained at `resnet50_imagenet_stem`: the
+//! 53-layer ResNet-50 is bounded against its own f64 / fp16-weight floor.
 mod parity_util;
 
 use parity_util::*;
@@ -42,13 +44,32 @@ fn resnet34_cifar_stem() {
     run("resnet34_cifar_w8", cfg, &[("cifar", cifar(8, 32))], &[0], ExportOptions::default());
 }
 
+/// ResNet-50 (width 8, 64 px), bounded against its own floor
+/// ([`check_parity_vs_floor`]). Measured (x86_64, random init, calibrated
+/// BatchNorm, features max |.| 3.5-3.9): tch's own fp32 forward is 1.4-1.5e-4
+/// from the same network in f64, tract 1.1e-4, ORT 1.1-1.4e-4, so the two
+/// fp32 frameworks differ by up to 2.4e-4 while each ONNX backend is closer to
+/// the exact function than tch is; 1e-4 between two fp32 implementations is
+/// below the rounding of this 53-layer network (ORT and tract disagree by
+/// 1.3e-4 between themselves, with or without BatchNorm folding). In fp16,
+/// rounding the weights alone (exact arithmetic) gives cosine 0.9983-0.9989;
+/// the fp16 graph reaches 0.9988-0.9992 in tract and ORT alike.
 #[test]
 fn resnet50_imagenet_stem() {
     let cfg = BackboneConfig::Resnet(ResNetConfig::resnet50().with_width(8));
     let opts = ExportOptions { image_size: Some(64), ..Default::default() };
-    // fp16: tract reaches cosine 0.988 on this random-init width-8 ResNet-50
-    // (ORT 0.9992); checked at 0.98.
-    run_with("resnet50_w8_64", cfg, &[("photos", photos(4, 64)), ("cifar", cifar(4, 64))], &[0], opts, Some(0.98));
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for steps in [0, 2] {
+        let ckpt = dir.path().join(format!("r50_{steps}.safetensors"));
+        make_checkpoint_at(&ckpt, &cfg, &[], 7 + steps as i64, steps, 64);
+        for (src, x) in [("photos", photos(4, 64)), ("cifar", cifar(4, 64))] {
+            let t = format!("resnet50_w8_64_steps{steps}_{src}");
+            files.push(check_parity_vs_floor(&t, &ckpt, &cfg, &opts, &x, dir.path()).file);
+            files.push(check_parity_vs_floor(&t, &ckpt, &cfg, &ExportOptions { fp16: true, ..opts.clone() }, &x, dir.path()).file);
+        }
+    }
+    onnx_check(&files);
 }
 
 #[test]
@@ -86,10 +107,7 @@ fn vit_opset_20_gelu() {
 fn mobilenet_v2() {
     let cfg = BackboneConfig::MobilenetV2(MobileNetV2Config::mobilenet_v2());
     let opts = ExportOptions { image_size: Some(64), ..Default::default() };
-    // fp16: a random-init MobileNetV2 at 64 px reaches cosine 0.994 (tract) /
-    // 0.9987 (ORT) against fp32 tch: fp16 rounding in the depthwise blocks
-    // is amplified by the untrained network. Checked at 0.99 here.
-    run_with("mobilenet_v2_64", cfg, &[("photos", photos(4, 64)), ("cifar", cifar(4, 64))], &[0, 2], opts, Some(0.99));
+    run("mobilenet_v2_64", cfg, &[("photos", photos(4, 64)), ("cifar", cifar(4, 64))], &[0, 2], opts);
 }
 
 /// A ViT trained at 32 px exported at 64 px: the tch forward resamples
@@ -137,13 +155,64 @@ fn external_data_runs_and_checks() {
     model.write(&file, opts.external_data_threshold).unwrap();
     assert!(dir.path().join("external.onnx.data").exists());
     assert!(std::fs::metadata(&file).unwrap().len() < 100_000, "weights are outside the .onnx");
-    // ONNX Runtime resolves the data file next to the model. (pretext_runtime's
-    // tract backend parses the proto without a model path, so it cannot yet.)
+    // Both backends resolve the data file next to the model, from any working directory.
     let x = cifar(4, 32);
     let reference = verify::tch_forward(&ckpt, &cfg, &opts, &x).unwrap();
-    let ort = pretext_runtime::open_ort(&file, &Default::default()).unwrap().run(x).unwrap();
-    let rows = verify::compare(&reference, &[("onnxruntime", ort)]).unwrap();
-    assert!(rows[0].max_abs <= TOL_F32, "{}", verify::format_table(&rows));
-    onnx_check(&[file]);
+    let runs = verify::run_onnx(&file, &x).unwrap();
+    let rows = verify::compare(&reference, &runs).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.max_abs <= TOL_F32), "{}", verify::format_table(&rows));
+    onnx_check(&[file.clone()]);
+    // Without its data file the model is a load error naming the model, not a panic.
+    std::fs::remove_file(dir.path().join("external.onnx.data")).unwrap();
+    let err = pretext_runtime::open_tract(&file).err().expect("tract cannot load without the data file").to_string();
+    assert!(err.contains("external.onnx"), "{err}");
 }
 
+/// fp16 graphs in tract: native fp16 compute vs the upcast to fp32 compute
+/// (`TractOptions::f16`, the x86_64 default), cosine to the fp32 tch forward
+/// and latency (single thread, batch 4, median of 5 runs after the plan build).
+#[test]
+fn tract_fp16_native_vs_upcast() {
+    use pretext_runtime::{F16Compute, TractOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("resnet50_w8_64", BackboneConfig::Resnet(ResNetConfig::resnet50().with_width(8))),
+        ("mobilenet_v2_64", BackboneConfig::MobilenetV2(MobileNetV2Config::mobilenet_v2())),
+    ];
+    for (tag, cfg) in cases {
+        let ckpt = dir.path().join(format!("{tag}.safetensors"));
+        make_checkpoint_at(&ckpt, &cfg, &[], 7, 0, 64);
+        let opts = ExportOptions { image_size: Some(64), fp16: true, ..Default::default() };
+        let ck = pretext_exporter::Checkpoint::load(&ckpt).unwrap();
+        let file = dir.path().join(format!("{tag}_fp16.onnx"));
+        pretext_exporter::export(&cfg, &ck, &opts).unwrap().0.write(&file, opts.external_data_threshold).unwrap();
+        let x = photos(4, 64);
+        let reference = verify::tch_forward(&ckpt, &cfg, &opts, &x).unwrap();
+        let mut cos = Vec::new();
+        for mode in [F16Compute::Native, F16Compute::UpcastF32] {
+            let b = pretext_runtime::open_tract_with(&file, &TractOptions { f16: mode, threads: Some(1), ..Default::default() }).unwrap();
+            let t0 = std::time::Instant::now();
+            let y = b.run(x.clone()).unwrap();
+            let first = t0.elapsed();
+            let mut times: Vec<f64> = (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    b.run(x.clone()).unwrap();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let c = verify::min_cosine(&reference[0].1, &y[0]);
+            eprintln!("{tag} fp16 tract {mode:?}: min cosine {c:.6}, max abs {:.3e}, first run (plan build) {:.0} ms, run {:.1} ms (median of 5, batch 4, 1 thread)", verify::max_abs(&reference[0].1, &y[0]), first.as_secs_f64() * 1e3, times[2]);
+            cos.push(c);
+        }
+        // The upcast plan computes the graph as ONNX Runtime's CPU kernels do
+        // (fp32 arithmetic between the graph's fp16 roundings): same cosine.
+        let ort = pretext_runtime::open_ort(&file, &Default::default()).unwrap().run(x.clone()).unwrap();
+        let c_ort = verify::min_cosine(&reference[0].1, &ort[0]);
+        eprintln!("{tag} fp16 onnxruntime: min cosine {c_ort:.6}");
+        assert!(cos[1] >= cos[0], "{tag}: upcast cosine {} below native {}", cos[1], cos[0]);
+        assert!((cos[1] - c_ort).abs() <= 1e-4, "{tag}: upcast cosine {} vs ORT {c_ort}", cos[1]);
+    }
+}

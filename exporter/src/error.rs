@@ -19,6 +19,8 @@ pub enum ExportError {
     Head { path: PathBuf, prefix: String, reason: String },
     #[error("opset {opset} is not supported (LayerNormalization needs >= 17; supported 17..=21)")]
     Opset { opset: i64 },
+    #[error("node '{node}' ({op}): opset {opset} cannot express it (supported opsets: {supported})")]
+    OpOpset { node: String, op: String, opset: i64, supported: String },
     #[error("node '{node}' ({op}): {reason}")]
     Op { node: String, op: &'static str, reason: String },
     #[error("{path}: cannot write: {reason}")]

@@ -150,10 +150,20 @@ pub fn check_parity(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts: &ExportO
 }
 
 /// [`check_parity`] with an explicit fp16 cosine bound. fp32: max abs error
-/// <= 1e-4 x max(1, max |reference|): outputs of deep random-init networks
-/// reach |3..20|, where fp32 kernels (tract vs ORT alike) already differ by
-/// up to ~3e-4.
+/// <= [`TOL_F32`] (absolute) between tch and each backend.
 pub fn check_parity_cos(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts: &ExportOptions, x: &ArrayD<f32>, dir: &Path, min_cos: f32) -> Outcome {
+    let (rows, file, table) = export_and_compare(tag, ckpt, cfg, opts, x, dir);
+    for r in &rows {
+        if opts.fp16 {
+            assert!(r.cosine >= min_cos, "{tag}: fp16 cosine below {min_cos}\n{table}");
+        } else {
+            assert!(r.max_abs <= TOL_F32, "{tag}: fp32 max abs error above {TOL_F32:e}\n{table}");
+        }
+    }
+    Outcome { rows, file }
+}
+
+fn export_and_compare(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts: &ExportOptions, x: &ArrayD<f32>, dir: &Path) -> (Vec<verify::Row>, PathBuf, String) {
     let file = dir.join(format!("{tag}{}.onnx", if opts.fp16 { "_fp16" } else { "" }));
     let ck = pretext_exporter::Checkpoint::load(ckpt).unwrap();
     let (model, _) = pretext_exporter::export(cfg, &ck, opts).unwrap();
@@ -166,12 +176,47 @@ pub fn check_parity_cos(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts: &Exp
     for k in 0..runs[0].1.len() {
         eprintln!("  tract vs onnxruntime, output {k}: max abs {:.3e}", verify::max_abs(&runs[0].1[k], &runs[1].1[k]));
     }
-    for r in &rows {
-        if opts.fp16 {
-            assert!(r.cosine >= min_cos, "{tag}: fp16 cosine below {min_cos}\n{table}");
-        } else {
-            let tol = TOL_F32 * r.ref_max.max(1.0);
-            assert!(r.max_abs <= tol, "{tag}: fp32 max abs error above {tol:e}\n{table}");
+    (rows, file, table)
+}
+
+/// How far above its intrinsic floor a backend may land in
+/// [`check_parity_vs_floor`]: 1.5x the floor's error.
+pub const FLOOR_FACTOR: f64 = 1.5;
+
+/// Parity for networks whose own arithmetic is too ill-conditioned for the
+/// fixed bounds (the random-init ResNet-50: `tests/parity_backbones.rs`
+/// explains the measurement). Everything is measured against the network
+/// evaluated in f64 ([`tch_features`]), the function every implementation
+/// approximates:
+/// - fp32: each backend's max abs error to the f64 features <= [`TOL_F32`], or
+///   where tch's own fp32 forward is already further than that from them,
+///   <= [`FLOOR_FACTOR`] x tch's error (as exact as the training framework).
+/// - fp16: each backend's `1 - cosine` to the tch fp32 features <= `1 -`
+///   [`MIN_COS_F16`], or where rounding the weights alone to fp16 (f64
+///   compute) already costs more, <= [`FLOOR_FACTOR`] x that cost.
+///
+/// Backbone features only (no heads).
+pub fn check_parity_vs_floor(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts: &ExportOptions, x: &ArrayD<f32>, dir: &Path) -> Outcome {
+    assert!(opts.heads.is_empty(), "features only");
+    let (rows, file, table) = export_and_compare(tag, ckpt, cfg, opts, x, dir);
+    let runs = verify::run_onnx(&file, x).unwrap();
+    let tch32 = verify::tch_forward(ckpt, cfg, opts, x).unwrap().remove(0).1;
+    if opts.fp16 {
+        let floor = 1.0 - min_cosine_f64(&tch32, &tch_features(ckpt, cfg, opts, x, Kind::Double, true));
+        let bound = (1.0 - MIN_COS_F16 as f64).max(FLOOR_FACTOR * floor);
+        eprintln!("  fp16 weights alone (f64 compute): 1 - cosine {floor:.3e}; bound on 1 - cosine {bound:.3e}");
+        for r in &rows {
+            assert!(1.0 - r.cosine as f64 <= bound, "{tag}: {} fp16 1 - cosine {:.3e} above {bound:.3e}\n{table}", r.backend, 1.0 - r.cosine);
+        }
+    } else {
+        let exact = tch_features(ckpt, cfg, opts, x, Kind::Double, false);
+        let e_tch = max_abs_f64(&tch32, &exact);
+        let bound = (TOL_F32 as f64).max(FLOOR_FACTOR * e_tch);
+        let errs: Vec<(&str, f64)> = runs.iter().map(|(b, o)| (*b, max_abs_f64(&o[0], &exact))).collect();
+        let list: Vec<String> = errs.iter().map(|(b, e)| format!("{b} {e:.3e}")).collect();
+        eprintln!("  max abs error to the f64 forward: tch fp32 {e_tch:.3e}, {}; bound {bound:.3e}", list.join(", "));
+        for (b, e) in errs {
+            assert!(e <= bound, "{tag}: {b} fp32 max abs error to the f64 forward {e:.3e} above {bound:.3e} (tch fp32: {e_tch:.3e})\n{table}");
         }
     }
     Outcome { rows, file }
@@ -192,4 +237,47 @@ pub fn onnx_check(files: &[PathBuf]) {
     let out = std::process::Command::new(&py).arg("-c").arg(script).args(files).output().unwrap_or_else(|e| panic!("cannot run {py}: {e}"));
     assert!(out.status.success(), "onnx.checker failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("ok ")).count(), files.len());
+}
+
+/// The tch forward (eval) of the backbone features with every op in `kind`
+/// (`Kind::Double`: the function every fp32 implementation (tch, tract, ORT)
+/// approximates, with ~1e-16 relative rounding instead of ~6e-8, so each one's
+/// own fp32 error can be measured). `f16_weights`: every float parameter and
+/// buffer rounded to fp16 first (what an fp16 file stores, before any fp16
+/// arithmetic).
+///
+/// # Shapes
+/// `x`: (N, 3, H, W) -> (N, D)
+pub fn tch_features(ckpt: &Path, cfg: &BackboneConfig, opts: &ExportOptions, x: &ArrayD<f32>, kind: Kind, f16_weights: bool) -> ndarray::ArrayD<f64> {
+    let ck = pretext_exporter::Checkpoint::load(ckpt).unwrap();
+    let r = pretext_exporter::resolve(cfg, &ck, opts).unwrap();
+    let mut bp = Params::new(r.backbone.params(), Device::Cpu);
+    bp.load_safetensors(ckpt, &opts.prefix, false).unwrap();
+    if f16_weights {
+        tch::no_grad(|| {
+            for (_, t) in bp.all() {
+                if t.kind() == Kind::Float {
+                    let _ = t.shallow_clone().copy_(&t.to_kind(Kind::Half).to_kind(Kind::Float));
+                }
+            }
+        });
+    }
+    bp.vs.set_kind(kind);
+    let xt = to_tensor(x).to_kind(kind);
+    let f = tch::no_grad(|| r.backbone.forward_features(&mut TchOps::new(&bp, false), &xt));
+    assert_eq!(f.kind(), kind, "every op ran in {kind:?}");
+    let shape: Vec<usize> = f.size().iter().map(|&d| d as usize).collect();
+    let v: Vec<f64> = Vec::try_from(f.to_kind(Kind::Double).contiguous().flatten(0, -1)).unwrap();
+    ndarray::ArrayD::from_shape_vec(shape, v).unwrap()
+}
+
+/// max |a - b| with `a` in f32 and `b` in f64.
+pub fn max_abs_f64(a: &ArrayD<f32>, b: &ndarray::ArrayD<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b.iter()).map(|(p, q)| (*p as f64 - q).abs()).fold(0.0, f64::max)
+}
+
+/// The smallest per-row cosine between an f32 and an f64 (N, D) array.
+pub fn min_cosine_f64(a: &ArrayD<f32>, b: &ndarray::ArrayD<f64>) -> f64 {
+    verify::min_cosine(a, &b.mapv(|v| v as f32)) as f64
 }
