@@ -143,19 +143,18 @@ mod tests {
         let typed = m.clone().into_typed().unwrap();
         assert!(has_f16(&typed));
         // An fp32-only graph: has_f16 is false, so the translator never runs on it.
-        m = tract_onnx::onnx().model_for_proto_model(&{
-            let mut p = pb::ModelProto::default();
-            p.ir_version = 8;
-            p.opset_import = vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }];
-            p.graph = Some(pb::GraphProto {
+        let proto = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(pb::GraphProto {
                 node: vec![node("Relu", "r", &["x"], "y", vec![])],
                 input: vec![value_info("x", pb::tensor_proto::DataType::Float, &[1, 4])],
                 output: vec![value_info("y", pb::tensor_proto::DataType::Float, &[1, 4])],
                 ..Default::default()
-            });
-            p
-        })
-        .unwrap();
+            }),
+            ..Default::default()
+        };
+        m = tract_onnx::onnx().model_for_proto_model(&proto).unwrap();
         assert!(!has_f16(&m.clone().into_typed().unwrap()));
         assert!(!has_f16(&into_optimized(m, F16Compute::UpcastF32).unwrap()));
     }
