@@ -155,7 +155,7 @@ fn external_data_runs_and_checks() {
     model.write(&file, opts.external_data_threshold).unwrap();
     assert!(dir.path().join("external.onnx.data").exists());
     assert!(std::fs::metadata(&file).unwrap().len() < 100_000, "weights are outside the .onnx");
-    // Both backends resolve the data file next to the model, from any working directory.
+    // Both backends resolve the data file next to the model (`location` is relative to it).
     let x = cifar(4, 32);
     let reference = verify::tch_forward(&ckpt, &cfg, &opts, &x).unwrap();
     let runs = verify::run_onnx(&file, &x).unwrap();
