@@ -162,7 +162,7 @@ fn external_data_runs_and_checks() {
     let rows = verify::compare(&reference, &runs).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.max_abs <= TOL_F32), "{}", verify::format_table(&rows));
-    onnx_check(&[file.clone()]);
+    onnx_check(std::slice::from_ref(&file));
     // Without its data file the model is a load error naming the model, not a panic.
     std::fs::remove_file(dir.path().join("external.onnx.data")).unwrap();
     let err = pretext_runtime::open_tract(&file).err().expect("tract cannot load without the data file").to_string();

@@ -257,7 +257,7 @@ pub fn tch_features(ckpt: &Path, cfg: &BackboneConfig, opts: &ExportOptions, x: 
         tch::no_grad(|| {
             for (_, t) in bp.all() {
                 if t.kind() == Kind::Float {
-                    let _ = t.shallow_clone().copy_(&t.to_kind(Kind::Half).to_kind(Kind::Float));
+                    t.shallow_clone().copy_(&t.to_kind(Kind::Half).to_kind(Kind::Float));
                 }
             }
         });
