@@ -10,7 +10,6 @@ use pretext_trainer::eval::{features, knn_accuracy, linear_probe, KNN_SETTINGS};
 use pretext_trainer::finetune::{finetune, FinetuneOpts};
 use pretext_trainer::train::{eval_transform, load_splits};
 use pretext_trainer::Params;
-use tch::Device;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Protocol {
@@ -56,10 +55,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).with_context(|| format!("{}: not a safetensors file", file.display()))?;
     let arch = md.metadata().as_ref().and_then(|m| m.get("pretext.arch")).with_context(|| format!("{}: no 'pretext.arch' metadata (not written by pretext train?)", file.display()))?;
     let bc: BackboneConfig = serde_json::from_str(arch).with_context(|| format!("{}: bad pretext.arch", file.display()))?;
-    let device = match a.device.as_str() {
-        "cuda" => Device::Cuda(0),
-        _ => Device::Cpu,
-    };
+    let device = pretext_trainer::device::parse_device(&a.device)?;
     let backbone = Backbone::new(&bc);
     let size = bc.default_image_size();
     let (train, test, _) = load_splits(&a.data)?;

@@ -21,6 +21,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod device;
 pub mod eval;
 pub mod finetune;
 pub mod loss;

@@ -136,12 +136,7 @@ impl TrainConfig {
     }
 
     pub fn device(&self) -> Result<Device, TrainError> {
-        match self.device.as_str() {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-            "cuda" => Err(TrainError::Config("--device cuda: libtorch sees no CUDA device (is this a CUDA build of libtorch?)".into())),
-            d => Err(TrainError::Config(format!("unknown device '{d}': expected cpu or cuda"))),
-        }
+        crate::device::parse_device(&self.device)
     }
 }
 
