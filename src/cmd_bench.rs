@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// thread only, i.e. tract before its multithread-mm executor was enabled).
     #[arg(long)]
     pub tract_threads: Option<usize>,
+    /// pretext+ORT intra-op thread spinning: `default` (ONNX Runtime's, spinning; as
+    /// the torch.onnx+ORT peer), `on` or `off` (parks idle threads; faster on a busy machine).
+    #[arg(long, default_value = "default")]
+    pub ort_spinning: String,
     /// ONNX Runtime graph optimization level for pretext+ORT: all (default,
     /// as the torch.onnx+ORT peer), extended, basic, disable.
     #[arg(long, default_value = "all")]
@@ -160,6 +164,9 @@ fn plan(a: &BenchArgs) -> Result<Plan> {
     }
     if a.threads == 0 {
         bail!("--threads must be at least 1");
+    }
+    if !["default", "on", "off"].contains(&a.ort_spinning.as_str()) {
+        bail!("--ort-spinning must be default, on or off, got '{}'", a.ort_spinning);
     }
     Ok(p)
 }
@@ -342,6 +349,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     intra_threads: Some(a.threads),
                     inter_threads: Some(1),
                     opt_level,
+                    intra_spinning: match a.ort_spinning.as_str() {
+                        "on" => Some(true),
+                        "off" => Some(false),
+                        _ => None,
+                    },
                     ..Default::default()
                 };
                 Some((pretext_runtime::open_ort(&dir.join(format!("{}.onnx", case.name)), &opts)?, pretext_runtime::open_tract_with(&dir.join(format!("{}.onnx", case.name)), &tract_opts)?))
@@ -486,7 +498,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "date_utc": utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": {"cpu": cpu_model(), "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg()},
+                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "ort_spinning": a.ort_spinning, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg()},
         "peak": peak,
         "macs_per_image": macs.iter().map(|(k, c)| (k.clone(), json!({"macs": c.macs, "elementwise": c.elementwise,
             "torch_flop_counter_flops": peers["torch_flop_counter"][k]}))).collect::<serde_json::Map<_, _>>(),

@@ -50,3 +50,16 @@ fn optimized_model_is_cached_then_loaded_and_agrees() {
     assert_eq!(again.cache_use(), &CacheUse::Stored(file.clone()));
     assert_eq!(OrtBackend::open(&model, &opts).unwrap().cache_use(), &CacheUse::Hit(file));
 }
+
+#[test]
+fn intra_op_spinning_option_is_accepted_and_changes_no_result() {
+    let x = npy::read_f32(&fixture("tiny_input.npy")).unwrap();
+    let run = |spin: Option<bool>| {
+        let o = OrtOptions { intra_threads: Some(2), intra_spinning: spin, ..Default::default() };
+        OrtBackend::open(&fixture("tiny_cnn.onnx"), &o).unwrap().run(x.clone()).unwrap().remove(0)
+    };
+    let base = run(None);
+    for spin in [Some(true), Some(false)] {
+        assert_eq!(run(spin), base, "{spin:?}");
+    }
+}
