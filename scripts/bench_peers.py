@@ -123,6 +123,9 @@ def bench_inference(spec, timer, out, flops):
             so.inter_op_num_threads = 1
             so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Same intra-op spinning as pretext+ORT (`pretext bench --ort-spinning`).
+            if spec.get("ort_spinning", "default") in ("on", "off"):
+                so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spec["ort_spinning"] == "on" else "0")
             sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
         # System by system, with a pause so the previous one's spinning threads park.
         if "pytorch_eager" in systems:

@@ -66,8 +66,9 @@ pub struct BenchArgs {
     /// thread only, i.e. tract before its multithread-mm executor was enabled).
     #[arg(long)]
     pub tract_threads: Option<usize>,
-    /// pretext+ORT intra-op thread spinning: `default` (ONNX Runtime's, spinning; as
-    /// the torch.onnx+ORT peer), `on` or `off` (parks idle threads; faster on a busy machine).
+    /// ONNX Runtime intra-op thread spinning, for pretext+ORT and the torch.onnx+ORT
+    /// peer alike: `default` (ONNX Runtime's: spinning), `on` or `off` (idle threads
+    /// park; faster on a busy machine).
     #[arg(long, default_value = "default")]
     pub ort_spinning: String,
     /// ONNX Runtime graph optimization level for pretext+ORT: all (default,
@@ -306,7 +307,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // ---- Python peers: run section by section (model by model for
     // inference) right before the Rust side, so compared systems are timed
     // minutes apart at most, under the same background load.
-    let base_spec = json!({"threads": a.threads, "timing": p.timing});
+    let base_spec = json!({"threads": a.threads, "timing": p.timing, "ort_spinning": a.ort_spinning});
     let mut peers = json!({"inference": [], "training": [], "knn": {}, "torch_flop_counter": {}, "versions": null});
     fn merge(peers: &mut Value, v: Value) {
         if let Some(l) = v["inference"].as_array() {
