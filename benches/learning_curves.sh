@@ -31,5 +31,9 @@ run simsiam --method simsiam "${resnet[@]}" --epochs 1 --knn-every 0.5 --lr 0.06
 run dino --method dino "${resnet[@]}" --n-local 2 --limit 12500 --epochs 2 --knn-every 1 --warmup-teacher-epochs 2 --freeze-last-layer 1 --max-minutes 7
 # MAE: ViT-Tiny at 32 px, patch 4, 4 blocks; AdamW with a short warmup.
 run mae --method mae --backbone vit-tiny-cifar --depth 4 --batch-size 64 --limit 25000 --epochs 1 --knn-every 0.5 --lr 1e-3 --warmup-epochs 0.1 --weight-decay 0.05 --max-minutes 7
+# MAE follow-up (docs/results.md): the full 50,000 images at two learning rates,
+# k-NN at the start and the end only.
+run mae_50k --method mae --backbone vit-tiny-cifar --depth 4 --batch-size 64 --epochs 1 --knn-every 1 --lr 1e-3 --warmup-epochs 0.1 --weight-decay 0.05 --max-minutes 7
+run mae_50k_lr2.5e-4 --method mae --backbone vit-tiny-cifar --depth 4 --batch-size 64 --epochs 1 --knn-every 1 --lr 2.5e-4 --warmup-epochs 0.1 --weight-decay 0.05 --max-minutes 7
 cargo run -q -p pretext-trainer --example knn_curves -- benches/results/learning_curves \
-    dino="$ROOT/dino" mae="$ROOT/mae" moco_v2="$ROOT/moco_v2" simsiam="$ROOT/simsiam"
+    dino="$ROOT/dino" mae="$ROOT/mae" mae_50k="$ROOT/mae_50k" moco_v2="$ROOT/moco_v2" simsiam="$ROOT/simsiam"
