@@ -110,7 +110,8 @@ impl Method for Dino {
         Ok(l)
     }
     fn frozen(&self, ctx: &StepCtx) -> Vec<String> {
-        // "freezing the last layer during the first epoch helps training" (DINO repo, `cancel_gradients_last_layer`).
+        // The DINO repo keeps the output layer fixed during the first epoch(s) (`--freeze_last_layer`,
+        // `cancel_gradients_last_layer`): its help text says that doing so typically helps training.
         if ctx.epoch < self.c.freeze_last_layer {
             vec![self.head.last.clone()]
         } else {

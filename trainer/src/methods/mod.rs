@@ -91,16 +91,26 @@ pub struct MethodConfig {
     /// to `teacher_temp` over the first `warmup_teacher_epochs` epochs
     /// (`np.linspace` per epoch, as in the DINO repo and lightly's `DINOLoss`).
     pub warmup_teacher_temp: f64,
+    #[serde(default = "default_warmup_teacher_epochs")]
     pub warmup_teacher_epochs: u64,
     pub student_temp: f64,
     pub center_momentum: f64,
     /// DINO: the head's last layer is not updated during the first N epochs.
+    #[serde(default = "default_freeze_last_layer")]
     pub freeze_last_layer: u64,
     /// MAE: masked fraction and decoder size.
     pub mask_ratio: f64,
     pub decoder_dim: i64,
     pub decoder_depth: usize,
     pub decoder_heads: i64,
+}
+
+// Defaults for configs saved before these fields existed.
+fn default_warmup_teacher_epochs() -> u64 {
+    30
+}
+fn default_freeze_last_layer() -> u64 {
+    1
 }
 
 impl MethodConfig {
@@ -121,10 +131,10 @@ impl MethodConfig {
             dino_bottleneck: 256,
             teacher_temp: 0.07,
             warmup_teacher_temp: 0.04,
-            warmup_teacher_epochs: 30,
+            warmup_teacher_epochs: default_warmup_teacher_epochs(),
             student_temp: 0.1,
             center_momentum: 0.9,
-            freeze_last_layer: 1,
+            freeze_last_layer: default_freeze_last_layer(),
             mask_ratio: 0.75,
             decoder_dim: 128,
             decoder_depth: 2,
