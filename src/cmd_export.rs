@@ -38,14 +38,16 @@ pub struct ExportArgs {
     /// Prefix of the backbone's tensors in the checkpoint (e.g. `backbone.`).
     #[arg(long, default_value = "")]
     pub prefix: String,
-    /// SSL method and dataset recorded in the metadata (default: from the checkpoint).
+    /// SSL method recorded in the metadata (default: from the checkpoint).
     #[arg(long)]
     pub method: Option<String>,
+    /// Training dataset recorded in the metadata (default: from the checkpoint).
     #[arg(long)]
     pub dataset: Option<String>,
-    /// Override the normalisation mean/std written to the metadata: three comma-separated floats.
+    /// Override the normalisation mean written to the metadata: three comma-separated floats.
     #[arg(long, value_parser = parse3)]
     pub mean: Option<[f32; 3]>,
+    /// Override the normalisation std written to the metadata: three comma-separated floats.
     #[arg(long, value_parser = parse3)]
     pub std: Option<[f32; 3]>,
     /// Weights above this many bytes go to an external `.data` file (default: 2 GB).

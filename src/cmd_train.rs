@@ -24,21 +24,28 @@ pub struct TrainArgs {
     /// Dataset: a tarball or folder the data crate opens (CIFAR-10 JPEG tarball, image folders, ...).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Passes over the training set [default: 10].
     #[arg(long)]
     epochs: Option<u64>,
+    /// Images per step; each yields the method's views [default: 256].
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Peak learning rate of the warmup + cosine schedule [default: 0.06 with SGD; 5e-4 with AdamW for dino/mae].
     #[arg(long)]
     lr: Option<f64>,
+    /// Weight decay, not applied to norms and biases [default: 5e-4; 0.04 for dino/mae].
     #[arg(long)]
     weight_decay: Option<f64>,
+    /// Epochs of linear lr warmup before the cosine decay (fractions allowed) [default: 0].
     #[arg(long)]
     warmup_epochs: Option<f64>,
     /// sgd, lars or adamw
     #[arg(long)]
     optimizer: Option<OptimizerKind>,
+    /// Clip the global gradient norm to this value (0 = off) [default: 0].
     #[arg(long)]
     clip_grad: Option<f64>,
+    /// Seed of the initialisation, data order and augmentations [default: 0].
     #[arg(long)]
     seed: Option<u64>,
     /// Run dir (config.toml, metrics.jsonl, checkpoints, plots).
@@ -47,7 +54,7 @@ pub struct TrainArgs {
     /// Continue from the run dir's checkpoint.
     #[arg(long)]
     resume: bool,
-    /// cpu or cuda
+    /// cpu, cuda or cuda:N (loads libtorch_cuda.so from the torch/lib libtorch came from) [default: cpu].
     #[arg(long)]
     device: Option<String>,
     /// Stop with a checkpoint after this many minutes of training.
@@ -62,6 +69,7 @@ pub struct TrainArgs {
     /// Train on the first N images only.
     #[arg(long)]
     limit: Option<usize>,
+    /// Write a checkpoint every N steps (0 = at the end of each epoch and of the run) [default: 0].
     #[arg(long)]
     checkpoint_every: Option<u64>,
     /// Stop after N steps of this invocation (for tests of --resume).
