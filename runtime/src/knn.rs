@@ -284,45 +284,6 @@ impl<'a> BlockGemm<'a> {
     }
 }
 
-/// `c[i][j] = sum_kk a[kk][i] * b[kk][j]` for a 6 x 32 tile (`c` row stride `ldc`).
-/// Named accumulators, not an array: the workspace's opt-level 1 would spill an array.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn kernel_6x32_avx512(d: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
-    use std::arch::x86_64::*;
-    let z = _mm512_setzero_ps();
-    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
-    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
-    for kk in 0..d {
-        let bp = b.add(kk * 32);
-        let b0 = _mm512_loadu_ps(bp);
-        let b1 = _mm512_loadu_ps(bp.add(16));
-        let ap = a.add(kk * MR);
-        let x = _mm512_set1_ps(*ap);
-        c00 = _mm512_fmadd_ps(x, b0, c00);
-        c01 = _mm512_fmadd_ps(x, b1, c01);
-        let x = _mm512_set1_ps(*ap.add(1));
-        c10 = _mm512_fmadd_ps(x, b0, c10);
-        c11 = _mm512_fmadd_ps(x, b1, c11);
-        let x = _mm512_set1_ps(*ap.add(2));
-        c20 = _mm512_fmadd_ps(x, b0, c20);
-        c21 = _mm512_fmadd_ps(x, b1, c21);
-        let x = _mm512_set1_ps(*ap.add(3));
-        c30 = _mm512_fmadd_ps(x, b0, c30);
-        c31 = _mm512_fmadd_ps(x, b1, c31);
-        let x = _mm512_set1_ps(*ap.add(4));
-        c40 = _mm512_fmadd_ps(x, b0, c40);
-        c41 = _mm512_fmadd_ps(x, b1, c41);
-        let x = _mm512_set1_ps(*ap.add(5));
-        c50 = _mm512_fmadd_ps(x, b0, c50);
-        c51 = _mm512_fmadd_ps(x, b1, c51);
-    }
-    for (i, (lo, hi)) in [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)].into_iter().enumerate() {
-        _mm512_storeu_ps(c.add(i * ldc), lo);
-        _mm512_storeu_ps(c.add(i * ldc + 16), hi);
-    }
-}
-
 /// Packs the rows of a row-major `[rows, d]` matrix into panels of `w` rows,
 /// k-major (`out[p][kk][i] = src[p * w + i][kk]`), the last panel zero-padded.
 fn pack(src: &[f32], d: usize, w: usize, out: &mut Vec<f32>) {
@@ -338,43 +299,62 @@ fn pack(src: &[f32], d: usize, w: usize, out: &mut Vec<f32>) {
     }
 }
 
-/// `c[i][j] = sum_kk a[kk][i] * b[kk][j]` for a 6 x 16 tile (`c` row stride `ldc`).
+
+/// The body of a 6 x (2 * lanes) micro-kernel: `c[i][j] = sum_kk a[kk][i] * b[kk][j]`
+/// (`c` row stride `ldc`), written once for the AVX-512 and AVX2 intrinsics.
 /// Named accumulators, not an array: the workspace's opt-level 1 would spill an array.
+#[cfg(target_arch = "x86_64")]
+macro_rules! kernel_6x2v {
+    ($lanes:expr, $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident, $d:expr, $a:expr, $b:expr, $c:expr, $ldc:expr) => {{
+        let (d, a, b, c, ldc) = ($d, $a, $b, $c, $ldc);
+        let z = $zero();
+        let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+        let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+        for kk in 0..d {
+            let bp = b.add(kk * 2 * $lanes);
+            let b0 = $load(bp);
+            let b1 = $load(bp.add($lanes));
+            let ap = a.add(kk * MR);
+            let x = $set1(*ap);
+            c00 = $fma(x, b0, c00);
+            c01 = $fma(x, b1, c01);
+            let x = $set1(*ap.add(1));
+            c10 = $fma(x, b0, c10);
+            c11 = $fma(x, b1, c11);
+            let x = $set1(*ap.add(2));
+            c20 = $fma(x, b0, c20);
+            c21 = $fma(x, b1, c21);
+            let x = $set1(*ap.add(3));
+            c30 = $fma(x, b0, c30);
+            c31 = $fma(x, b1, c31);
+            let x = $set1(*ap.add(4));
+            c40 = $fma(x, b0, c40);
+            c41 = $fma(x, b1, c41);
+            let x = $set1(*ap.add(5));
+            c50 = $fma(x, b0, c50);
+            c51 = $fma(x, b1, c51);
+        }
+        for (i, (lo, hi)) in [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)].into_iter().enumerate() {
+            $store(c.add(i * ldc), lo);
+            $store(c.add(i * ldc + $lanes), hi);
+        }
+    }};
+}
+
+/// 6 x 32 tile with AVX-512 (see [`kernel_6x2v`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_6x32_avx512(d: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+    use std::arch::x86_64::*;
+    kernel_6x2v!(16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps, d, a, b, c, ldc)
+}
+
+/// 6 x 16 tile with AVX2 + FMA (see [`kernel_6x2v`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_6x16_avx2(d: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
     use std::arch::x86_64::*;
-    let z = _mm256_setzero_ps();
-    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
-    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
-    for kk in 0..d {
-        let bp = b.add(kk * 16);
-        let b0 = _mm256_loadu_ps(bp);
-        let b1 = _mm256_loadu_ps(bp.add(8));
-        let ap = a.add(kk * MR);
-        let x = _mm256_broadcast_ss(&*ap);
-        c00 = _mm256_fmadd_ps(x, b0, c00);
-        c01 = _mm256_fmadd_ps(x, b1, c01);
-        let x = _mm256_broadcast_ss(&*ap.add(1));
-        c10 = _mm256_fmadd_ps(x, b0, c10);
-        c11 = _mm256_fmadd_ps(x, b1, c11);
-        let x = _mm256_broadcast_ss(&*ap.add(2));
-        c20 = _mm256_fmadd_ps(x, b0, c20);
-        c21 = _mm256_fmadd_ps(x, b1, c21);
-        let x = _mm256_broadcast_ss(&*ap.add(3));
-        c30 = _mm256_fmadd_ps(x, b0, c30);
-        c31 = _mm256_fmadd_ps(x, b1, c31);
-        let x = _mm256_broadcast_ss(&*ap.add(4));
-        c40 = _mm256_fmadd_ps(x, b0, c40);
-        c41 = _mm256_fmadd_ps(x, b1, c41);
-        let x = _mm256_broadcast_ss(&*ap.add(5));
-        c50 = _mm256_fmadd_ps(x, b0, c50);
-        c51 = _mm256_fmadd_ps(x, b1, c51);
-    }
-    for (i, (lo, hi)) in [(c00, c01), (c10, c11), (c20, c21), (c30, c31), (c40, c41), (c50, c51)].into_iter().enumerate() {
-        _mm256_storeu_ps(c.add(i * ldc), lo);
-        _mm256_storeu_ps(c.add(i * ldc + 8), hi);
-    }
+    kernel_6x2v!(8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, d, a, b, c, ldc)
 }
 
 /// DINO's weighted vote over the neighbours: per-class scores `sum exp(sim / T)`.
