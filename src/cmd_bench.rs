@@ -66,6 +66,11 @@ pub struct BenchArgs {
     /// thread only, i.e. tract before its multithread-mm executor was enabled).
     #[arg(long)]
     pub tract_threads: Option<usize>,
+    /// How tract runs a batch of more than one image: `split` (the images in parallel,
+    /// one thread each; the runtime's default) or `whole` (one run, threads only
+    /// inside the matrix products).
+    #[arg(long, default_value = "split")]
+    pub tract_batch: String,
     /// ONNX Runtime intra-op thread spinning, for pretext+ORT and the torch.onnx+ORT
     /// peer alike: `default` (ONNX Runtime's: spinning), `on` or `off` (idle threads
     /// park; faster on a busy machine).
@@ -265,6 +270,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
             other => bail!("--tract-plan must be symbolic or per-batch, got '{other}'"),
         },
         threads: Some(a.tract_threads.unwrap_or(a.threads).max(1)),
+        batch_parallel: match a.tract_batch.as_str() {
+            "split" => pretext_runtime::TractBatchParallel::Split,
+            "whole" => pretext_runtime::TractBatchParallel::Whole,
+            other => bail!("--tract-batch must be split or whole, got '{other}'"),
+        },
         ..Default::default()
     };
     let dir = a.out.clone();
@@ -499,7 +509,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "date_utc": utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": {"cpu": cpu_model(), "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "ort_spinning": a.ort_spinning, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg()},
+                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "tract_batch": a.tract_batch, "ort_spinning": a.ort_spinning, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg()},
         "peak": peak,
         "macs_per_image": macs.iter().map(|(k, c)| (k.clone(), json!({"macs": c.macs, "elementwise": c.elementwise,
             "torch_flop_counter_flops": peers["torch_flop_counter"][k]}))).collect::<serde_json::Map<_, _>>(),

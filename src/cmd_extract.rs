@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pretext_data::{Dataset, OpenOptions};
-use pretext_runtime::{BackendKind, Extractor, RuntimeError, TractBatchMode, TractOptions};
+use pretext_runtime::{BackendKind, Extractor, F16Compute, RuntimeError, TractBatchMode, TractBatchParallel, TractOptions};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BackendArg {
@@ -19,6 +19,18 @@ pub enum ProviderArg {
     Cpu,
     Cuda,
     Tensorrt,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TractBatchArg {
+    Split,
+    Whole,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TractF16Arg {
+    Upcast,
+    Native,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -38,6 +50,17 @@ pub struct ModelArgs {
     /// tract: one plan with a symbolic batch instead of one optimized plan per batch size.
     #[arg(long)]
     pub tract_symbolic: bool,
+    /// tract: threads (default: all cores).
+    #[arg(long)]
+    pub tract_threads: Option<usize>,
+    /// tract: how a batch uses the threads: `split` (its images run in parallel, one
+    /// thread each; the default) or `whole` (one run, threads inside the matrix products).
+    #[arg(long, value_enum, default_value = "split")]
+    pub tract_batch: TractBatchArg,
+    /// tract: fp16 graphs compute in fp32 (`upcast`, the x86_64 default) or in tract's
+    /// fp16 kernels (`native`, the default elsewhere).
+    #[arg(long, value_enum)]
+    pub tract_f16: Option<TractF16Arg>,
     /// ort: execution provider (an unavailable provider is an error, never a CPU fallback).
     #[arg(long, value_enum, default_value = "cpu")]
     pub provider: ProviderArg,
@@ -81,6 +104,16 @@ impl ModelArgs {
         let backend = match self.backend {
             BackendArg::Tract => BackendKind::TractWith(TractOptions {
                 batch_mode: if self.tract_symbolic { TractBatchMode::Symbolic } else { TractBatchMode::PerBatch },
+                threads: self.tract_threads,
+                batch_parallel: match self.tract_batch {
+                    TractBatchArg::Split => TractBatchParallel::Split,
+                    TractBatchArg::Whole => TractBatchParallel::Whole,
+                },
+                f16: match self.tract_f16 {
+                    None => F16Compute::default(),
+                    Some(TractF16Arg::Upcast) => F16Compute::UpcastF32,
+                    Some(TractF16Arg::Native) => F16Compute::Native,
+                },
                 ..Default::default()
             }),
             BackendArg::Ort => {

@@ -1,5 +1,5 @@
-//! tract with 1 thread vs N threads on the same model, runs interleaved so that
-//! background load hits both alike:
+//! tract with 1 thread vs N threads (whole-batch runs, and the batch split over the
+//! threads) on the same model, runs interleaved so that background load hits all alike:
 //!
 //! ```text
 //! cargo run -p pretext-runtime --example tract_threads -- model.onnx [batch] [threads] [runs]
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ndarray::ArrayD;
-use pretext_runtime::{open_tract_with, TractOptions};
+use pretext_runtime::{open_tract_with, TractBatchParallel, TractOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,25 +22,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // tract's gate below which a matmul stays on the calling thread (default 64 panels).
         tract_linalg::multithread::set_threading_panel_threshold(p.parse()?);
     }
-    let open = |t: usize| open_tract_with(&model, &TractOptions { threads: Some(t), input_hw: Some((224, 224)), ..Default::default() });
-    let (one, many) = (open(1)?, open(threads)?);
-    let hw = one.input_shape()[2].unwrap_or(224);
+    let open = |t: usize, batch_parallel| {
+        open_tract_with(&model, &TractOptions { threads: Some(t), input_hw: Some((224, 224)), batch_parallel, ..Default::default() })
+    };
+    let backends = [open(1, TractBatchParallel::Whole)?, open(threads, TractBatchParallel::Whole)?, open(threads, TractBatchParallel::Split)?];
+    let hw = backends[0].input_shape()[2].unwrap_or(224);
     let x = ArrayD::from_shape_fn(vec![batch, 3, hw, hw], |ix| ((ix[1] * 31 + ix[2] * 7 + ix[3]) % 17) as f32 / 8.0 - 1.0);
-    let (a, b) = (one.run(x.clone())?, many.run(x.clone())?);
-    let diff = a[0].iter().zip(b[0].iter()).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-    let (mut t1, mut tn) = (Vec::new(), Vec::new());
+    let reference = backends[0].run(x.clone())?;
+    let mut diff = 0f32;
+    for b in &backends[1..] {
+        let y = b.run(x.clone())?;
+        diff = y[0].iter().zip(reference[0].iter()).map(|(p, q)| (p - q).abs()).fold(diff, f32::max);
+    }
+    let mut times = vec![Vec::new(); backends.len()];
     for _ in 0..runs {
-        for (backend, times) in [(&one, &mut t1), (&many, &mut tn)] {
-            let t = Instant::now();
+        for (backend, t) in backends.iter().zip(times.iter_mut()) {
+            let start = Instant::now();
             backend.run(x.clone())?;
-            times.push(t.elapsed().as_secs_f64() * 1e3);
+            t.push(start.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let p50 = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (m1, mn) = (p50(&mut t1), p50(&mut tn));
-    println!("{} batch {batch}: tract 1 thread {m1:.1} ms, {threads} threads {mn:.1} ms ({:.2}x faster); max |diff| {diff:.1e}", model.display(), m1 / mn);
+    let p50: Vec<f64> = times
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+    println!(
+        "{} batch {batch}: tract 1 thread {:.1} ms; {threads} threads, whole batch {:.1} ms ({:.2}x faster), split {:.1} ms ({:.2}x faster); max |diff| {diff:.1e}",
+        model.display(),
+        p50[0],
+        p50[1],
+        p50[0] / p50[1],
+        p50[2],
+        p50[0] / p50[2]
+    );
     Ok(())
 }

@@ -31,7 +31,7 @@ pub use backend::Backend;
 pub use error::RuntimeError;
 #[cfg(feature = "ort")]
 pub use ort_backend::{open_ort, optimized_cache_path, ort_environment, CacheUse, ExecutionProvider, GraphOptLevel, OrtOptions};
-pub use tract_backend::{open_tract, open_tract_with, TractBatchMode, TractOptions};
+pub use tract_backend::{open_tract, open_tract_with, TractBatchMode, TractBatchParallel, TractOptions};
 pub use tract_f16::F16Compute;
 pub mod extractor;
 pub mod knn;

@@ -1,12 +1,13 @@
 //! tract's multithreaded matmul executor under the extractor's rayon use: batched
 //! extraction and extraction from inside rayon jobs must finish (a watchdog fails
-//! the test instead of hanging) and give the single-threaded features.
+//! the test instead of hanging) and give the single-threaded features; and batches
+//! split over threads (`TractBatchParallel::Split`) give the whole batch's outputs.
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ndarray::Array2;
-use pretext_runtime::{BackendKind, Extractor, TractOptions};
+use ndarray::{Array2, ArrayD, Axis};
+use pretext_runtime::{Backend, BackendKind, Extractor, TractBatchParallel, TractOptions};
 use rayon::prelude::*;
 
 fn fixture(name: &str) -> PathBuf {
@@ -81,4 +82,63 @@ fn multithreaded_tract_runs_inside_rayon_jobs() {
     for (j, g) in got.iter().enumerate() {
         assert!(max_diff(g, &want[j % 6]) < 1e-5, "job {j}");
     }
+}
+
+fn tract(model: &str, threads: usize, batch_parallel: TractBatchParallel) -> Box<dyn Backend> {
+    pretext_runtime::open_tract_with(&fixture(model), &TractOptions { threads: Some(threads), batch_parallel, ..Default::default() }).unwrap()
+}
+
+fn batch(n: usize, hw: usize) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(vec![n, 3, hw, hw], |ix| (((ix[0] * 7919 + ix[1] * 104729 + ix[2] * 31 + ix[3]) % 1000) as f32 / 500.0) - 1.0)
+}
+
+fn max_diff_d(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn split_batches_give_the_whole_batch_features() {
+    // The batch's images spread over 3 threads (7 images: uneven shares), against
+    // one single-threaded run of the whole batch, for every batch size up to 7.
+    let serial = tract("tiny_cnn.onnx", 1, TractBatchParallel::Whole);
+    let split = tract("tiny_cnn.onnx", 3, TractBatchParallel::Split);
+    for n in 1..=7 {
+        let x = batch(n, 32);
+        let (want, got) = (serial.run(x.clone()).unwrap(), split.run(x).unwrap());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].shape(), [n, 12]);
+        assert!(max_diff_d(&got[0], &want[0]) < 1e-5, "batch {n}: {}", max_diff_d(&got[0], &want[0]));
+    }
+    // Rows are in input order: image 4 alone gives row 4.
+    let x = batch(7, 32);
+    let all = split.run(x.clone()).unwrap().remove(0);
+    let row = serial.run(x.slice_axis(Axis(0), ndarray::Slice::from(4..5)).to_owned()).unwrap().remove(0);
+    assert!(max_diff_d(&all.slice_axis(Axis(0), ndarray::Slice::from(4..5)).to_owned(), &row) < 1e-5);
+}
+
+#[test]
+fn split_batches_inside_rayon_jobs_finish() {
+    // From rayon workers the backend runs the whole batch single-threaded (see the
+    // module doc of tract_backend): no nested pool, no deadlock.
+    let want = tract("tiny_cnn.onnx", 1, TractBatchParallel::Whole).run(batch(5, 32)).unwrap().remove(0);
+    let got = with_watchdog(120, "split-mode runs from 8 rayon jobs", || {
+        let b = tract("tiny_cnn.onnx", 2, TractBatchParallel::Split);
+        (0..8).into_par_iter().map(|_| b.run(batch(5, 32)).unwrap().remove(0)).collect::<Vec<_>>()
+    });
+    for g in &got {
+        assert!(max_diff_d(g, &want) < 1e-5);
+    }
+}
+
+#[test]
+fn graphs_without_a_batch_axis_are_not_split() {
+    // batch_mean.onnx averages over the batch (output [3]): splitting it would stack
+    // per-image means. It must run whole and give the batch mean.
+    let x = batch(6, 8);
+    let b = tract("batch_mean.onnx", 2, TractBatchParallel::Split);
+    let got = b.run(x.clone()).unwrap().remove(0);
+    assert_eq!(got.shape(), [3]);
+    let want = x.mean_axis(Axis(3)).unwrap().mean_axis(Axis(2)).unwrap().mean_axis(Axis(0)).unwrap();
+    assert!(max_diff_d(&got, &want) < 1e-5, "{got} vs {want}");
 }
