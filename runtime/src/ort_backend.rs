@@ -5,17 +5,45 @@
 //! opt-in, and a requested provider that fails to register is an error
 //! ([`RuntimeError::Provider`]), never a silent CPU fallback (ort#567).
 //!
-//! Optimized-model cache ([`OrtOptions::optimized_cache`]): the first open of a model
-//! saves ONNX Runtime's optimized graph (`optimized_model_filepath`) under the cache
-//! directory, keyed by the sha256 of the model file, the ONNX Runtime build, the
-//! optimization level, the provider and the CPU's SIMD level (the level-3 NCHWc
-//! layout transformer writes hardware-specific blocked ops); later opens load that
-//! file with graph optimization disabled, skipping the optimizer. A cache write that
-//! fails is not an error (the session is already built); the key makes a stale entry
-//! unreachable rather than wrong. CPU provider only: CUDA/TensorRT graphs are
-//! partitioned per device and have TensorRT's own engine cache.
+//! Optimized-model cache ([`OrtOptions::optimized_cache`], CPU provider, level above
+//! `disable`): the first open of a model saves ONNX Runtime's optimized graph in ORT
+//! format (`session.save_model_format = ORT`) as `<stem>.<key>.ort` in the cache
+//! directory, with a metadata file `<stem>.<key>.json` beside it. Later opens load the
+//! `.ort` file memory-mapped (`session.use_memory_mapped_ort_model`) with its
+//! initializers used in place (`session.use_ort_model_bytes_for_initializers`) and graph
+//! optimization off: no protobuf parse, no optimizer, no copy of the weights.
+//!
+//! - **Key** (the file name): a sha256 of the model's canonical path, the ONNX Runtime
+//!   build string, the optimization level, the provider, the CPU's SIMD level (the
+//!   level-3 NCHWc transformer writes hardware-specific blocked ops) and the entry format
+//!   version. Nothing in the key reads the model's bytes.
+//! - **Source check** (the metadata): the model's size, mtime and ctime in nanoseconds,
+//!   device and inode, taken before and after the optimizing open (an entry is not stored
+//!   if they moved in between) and compared on every hit. ctime catches a same-size
+//!   rewrite whose mtime was restored (`touch -r`, `cp -p`, `rsync -t`): user space cannot
+//!   set it. A same-size rewrite within the file system's timestamp granularity is the
+//!   one case stat cannot see, so, as git does for its index, an entry is only stored
+//!   when the model's mtime is at least [`RACY_WINDOW`] in the past (then any later write
+//!   moves the mtime); a model opened sooner after it was written is optimized and served
+//!   but not cached ([`CacheUse::StoreFailed`]). Models with external data files are not
+//!   covered by the check (only the `.onnx` file is stat'ed).
+//! - **Entry check**: the metadata records the entry's length and CRC-32, verified on
+//!   every hit (a read of the page-cached file, ~10 ms per 90 MB) before ONNX Runtime maps
+//!   it, through the same open file (`/proc/self/fd/N`) so a concurrent replacement cannot
+//!   slip in between. A missing, stale, truncated or corrupt entry, or one ONNX Runtime
+//!   refuses, is rebuilt ([`CacheUse::Rebuilt`]), never an error.
+//! - **Writes**: entry then metadata, each to a temporary file renamed into place, so a
+//!   reader sees either a complete old pair, a complete new pair, or a mismatch that the
+//!   CRC rejects. Entries are never modified in place, which matters because a live
+//!   session maps its entry: truncating one by hand under a running process would fault.
+//!
+//! CPU provider only: CUDA/TensorRT graphs are partitioned per device and have
+//! TensorRT's own engine cache. A cache write that fails is not an error (the session is
+//! already built).
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use ndarray::ArrayD;
 use ort::ep::ExecutionProvider as _;
@@ -24,8 +52,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
-use crate::backend::{check_input, Backend};
-use crate::tract_backend::{image_input, read_proto};
+use crate::backend::{check_input, fmt_shape, Backend};
 use crate::RuntimeError;
 
 /// Execution provider to run the graph on.
@@ -107,30 +134,170 @@ pub struct OrtBackend {
 /// What the optimized-model cache did at open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheUse {
-    /// No cache configured (or not applicable to the provider).
+    /// No cache configured (or not applicable to the provider or level).
     Off,
-    /// Loaded the optimized model from this file.
+    /// Loaded the optimized model from this entry.
     Hit(PathBuf),
-    /// Optimized the model and saved the result to this file.
+    /// Optimized the model and saved the result to this entry (there was none).
     Stored(PathBuf),
-    /// Optimized the model; saving to this file failed (reason).
+    /// The entry was stale, truncated or corrupt (reason); optimized the model again and
+    /// replaced it.
+    Rebuilt(PathBuf, String),
+    /// Optimized the model; saving it to this entry failed or was declined (reason).
     StoreFailed(PathBuf, String),
 }
 
-/// The cache file of `model` (`<stem>.<key>.ort.onnx` in `dir`): the key hashes the
-/// model's bytes, the ONNX Runtime build string, the optimization level, the provider
-/// and the CPU's SIMD level.
+/// Version of the entry format and of the metadata's meaning; part of the key.
+const CACHE_FORMAT: u32 = 2;
+
+/// How old a model's mtime must be before its stat identifies its content (see the
+/// module doc): above the timestamp granularity of common file systems (ext4/xfs: a
+/// kernel tick; ext3/HFS+: 1 s; FAT: 2 s) with a margin.
+pub const RACY_WINDOW: Duration = Duration::from_secs(3);
+
+/// The stat fields that identify a model file's content (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct SourceStamp {
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    dev: u64,
+    ino: u64,
+}
+
+/// The metadata file of a cache entry.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct EntryMeta {
+    format: u32,
+    source: PathBuf,
+    stamp: SourceStamp,
+    entry_len: u64,
+    entry_crc32: u32,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Io { path: path.to_path_buf(), source }
+}
+
+/// The stamp of `path` and its mtime.
+fn stamp(path: &Path) -> std::io::Result<(SourceStamp, SystemTime)> {
+    let m = std::fs::metadata(path)?;
+    let mtime = m.modified()?;
+    let ns = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    };
+    #[cfg(unix)]
+    let (ctime_ns, dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        (m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128, m.dev(), m.ino())
+    };
+    #[cfg(not(unix))]
+    let (ctime_ns, dev, ino) = (0, 0, 0);
+    Ok((SourceStamp { len: m.len(), mtime_ns: ns(mtime), ctime_ns, dev, ino }, mtime))
+}
+
+/// Length and CRC-32 of everything `r` yields.
+fn crc32_of(mut r: impl std::io::Read) -> std::io::Result<(u64, u32)> {
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok((len, h.finalize()));
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
+/// The cache entry of `model` (`<stem>.<key>.ort` in `dir`; its metadata is the same
+/// path with extension `json`). The key hashes the model's canonical path (not its
+/// bytes), the ONNX Runtime build string, the optimization level, the provider, the
+/// CPU's SIMD level and the entry format; see the module doc.
 pub fn optimized_cache_path(dir: &Path, model: &Path, opts: &OrtOptions) -> Result<PathBuf, RuntimeError> {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(model).map_err(|source| RuntimeError::Io { path: model.to_path_buf(), source })?;
+    let canonical = std::fs::canonicalize(model).map_err(io_err(model))?;
     ort_environment()?;
     let mut h = Sha256::new();
-    h.update(Sha256::digest(&bytes));
+    h.update(format!("pretext-ort-cache/{CACHE_FORMAT}\0").as_bytes());
+    h.update(canonical.as_os_str().as_encoded_bytes());
+    h.update(b"\0");
     h.update(ort::info().as_bytes());
-    h.update(format!("{:?}|{}|{}", opts.opt_level, opts.provider.label(), simd_level()).as_bytes());
+    h.update(format!("\0{:?}|{}|{}", opts.opt_level, opts.provider.label(), simd_level()).as_bytes());
     let key = crate::extractor::hex(&h.finalize());
-    let stem = model.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-    Ok(dir.join(format!("{stem}.{}.ort.onnx", &key[..16])))
+    let stem = canonical.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+    Ok(dir.join(format!("{stem}.{}.ort", &key[..16])))
+}
+
+/// Why the entry `entry` of `model` cannot be used (`Ok(None)`: there is none), or the
+/// entry opened and verified against its metadata.
+fn check_entry(model: &Path, entry: &Path) -> Result<Option<std::fs::File>, String> {
+    let meta_path = entry.with_extension("json");
+    let text = match std::fs::read(&meta_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", meta_path.display())),
+    };
+    let meta: EntryMeta = serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    if meta.format != CACHE_FORMAT {
+        return Err(format!("entry format {} (expected {CACHE_FORMAT})", meta.format));
+    }
+    let (now, _) = stamp(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    if now != meta.stamp {
+        return Err(format!("{} changed since the entry was made ({:?} -> {now:?})", model.display(), meta.stamp));
+    }
+    let mut file = std::fs::File::open(entry).map_err(|e| format!("{}: {e}", entry.display()))?;
+    let (len, crc) = crc32_of(&mut file).map_err(|e| format!("{}: {e}", entry.display()))?;
+    if (len, crc) != (meta.entry_len, meta.entry_crc32) {
+        return Err(format!(
+            "{}: {len} bytes with CRC-32 {crc:08x}, the metadata says {} bytes with {:08x}",
+            entry.display(),
+            meta.entry_len,
+            meta.entry_crc32
+        ));
+    }
+    Ok(Some(file))
+}
+
+/// A temporary name beside `path`, unique in this process and across processes.
+fn temp_beside(path: &Path) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// Moves the freshly written entry `tmp` to `entry` and writes its metadata, given
+/// the model's stamp before the optimizing open. `Err` = declined or failed (reason).
+fn store_entry(model: &Path, before: &(SourceStamp, SystemTime), tmp: &Path, entry: &Path) -> Result<(), String> {
+    let (after, mtime) = stamp(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    if after != before.0 {
+        return Err(format!("{} changed while it was optimized", model.display()));
+    }
+    match SystemTime::now().duration_since(mtime) {
+        Ok(age) if age >= RACY_WINDOW => {}
+        _ => {
+            return Err(format!(
+                "{} was modified less than {} s ago (its mtime cannot yet identify its content)",
+                model.display(),
+                RACY_WINDOW.as_secs()
+            ))
+        }
+    }
+    let file = std::fs::File::open(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let (entry_len, entry_crc32) = crc32_of(file).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let source = std::fs::canonicalize(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let meta = EntryMeta { format: CACHE_FORMAT, source, stamp: after, entry_len, entry_crc32 };
+    let meta_path = entry.with_extension("json");
+    let meta_tmp = temp_beside(&meta_path);
+    let text = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
+    std::fs::write(&meta_tmp, text).map_err(|e| format!("{}: {e}", meta_tmp.display()))?;
+    std::fs::rename(tmp, entry).map_err(|e| format!("{}: {e}", entry.display()))?;
+    std::fs::rename(&meta_tmp, &meta_path).map_err(|e| {
+        let _ = std::fs::remove_file(&meta_tmp);
+        format!("{}: {e}", meta_path.display())
+    })
 }
 
 fn simd_level() -> &'static str {
@@ -153,6 +320,10 @@ pub fn open_ort(path: &Path, opts: &OrtOptions) -> Result<Box<dyn Backend>, Runt
 
 fn ort_err(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Ort(e.to_string())
+}
+
+fn load_err(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Load { path: path.to_path_buf(), backend: "ort", reason: e.to_string() }
 }
 
 /// Whether the loaded ONNX Runtime library was built with this provider
@@ -191,37 +362,62 @@ fn register_provider(b: &mut SessionBuilder, p: &ExecutionProvider) -> Result<()
 }
 
 impl OrtBackend {
+    /// Opens `path` with ONNX Runtime, through the optimized-model cache when one is
+    /// configured (see the module doc).
     pub fn open(path: &Path, opts: &OrtOptions) -> Result<Self, RuntimeError> {
-        // Parse with the protobuf reader first: clear errors for truncated files and bad input ranks.
-        let proto = read_proto(path)?;
-        let mut declared = image_input(path, &proto)?;
-        declared[0] = None;
-        let env = ort_environment()?;
-        let mut b = Session::builder(env).map_err(ort_err)?;
-        let level = match opts.opt_level {
+        ort_environment()?;
+        let entry = match (&opts.optimized_cache, &opts.provider, opts.opt_level) {
+            (Some(dir), ExecutionProvider::Cpu, l) if l != GraphOptLevel::Disable => Some(optimized_cache_path(dir, path, opts)?),
+            _ => None,
+        };
+        let Some(entry) = entry else {
+            let session = Self::builder(opts, opts.opt_level)?.commit_from_file(path).map_err(|e| load_err(path, e))?;
+            return Self::from_session(path, opts, session, CacheUse::Off);
+        };
+        let stale = match check_entry(path, &entry) {
+            Ok(Some(file)) => match Self::open_entry(opts, &entry, &file) {
+                Ok(session) => return Self::from_session(path, opts, session, CacheUse::Hit(entry)),
+                Err(e) => Some(format!("ONNX Runtime refused {}: {e}", entry.display())),
+            },
+            Ok(None) => None,
+            Err(reason) => Some(reason),
+        };
+        let before = stamp(path).map_err(io_err(path))?;
+        let dir = entry.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = temp_beside(&entry);
+        let session = Self::builder(opts, opts.opt_level)?
+            .with_config_entry("session.save_model_format", "ORT")
+            .and_then(|b| b.with_optimized_model_path(&tmp))
+            .map_err(ort_err)?
+            .commit_from_file(path);
+        let session = match session {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(load_err(path, e));
+            }
+        };
+        let cache = match (store_entry(path, &before, &tmp, &entry), stale) {
+            (Ok(()), None) => CacheUse::Stored(entry),
+            (Ok(()), Some(reason)) => CacheUse::Rebuilt(entry, reason),
+            (Err(reason), _) => {
+                let _ = std::fs::remove_file(&tmp);
+                CacheUse::StoreFailed(entry, reason)
+            }
+        };
+        Self::from_session(path, opts, session, cache)
+    }
+
+    /// A session builder with `opts`' threads, spinning and provider at `level`.
+    fn builder(opts: &OrtOptions, level: GraphOptLevel) -> Result<SessionBuilder, RuntimeError> {
+        let level = match level {
             GraphOptLevel::Disable => GraphOptimizationLevel::Disable,
             GraphOptLevel::Basic => GraphOptimizationLevel::Level1,
             GraphOptLevel::Extended => GraphOptimizationLevel::Level2,
             GraphOptLevel::All => GraphOptimizationLevel::All,
         };
-        let cache_file = match (&opts.optimized_cache, &opts.provider, opts.opt_level) {
-            (Some(dir), ExecutionProvider::Cpu, l) if l != GraphOptLevel::Disable => Some(optimized_cache_path(dir, path, opts)?),
-            _ => None,
-        };
-        let hit = cache_file.as_ref().filter(|f| f.is_file()).cloned();
-        // A cached graph is already optimized; `tmp` receives a fresh one (renamed into place after the commit).
-        let tmp = match (&cache_file, &hit) {
-            (Some(f), None) => Some(f.with_extension(format!("tmp{}", std::process::id()))),
-            _ => None,
-        };
-        let level = if hit.is_some() { GraphOptimizationLevel::Disable } else { level };
-        b = b.with_optimization_level(level).map_err(ort_err)?;
-        if let Some(t) = &tmp {
-            if let Some(dir) = t.parent() {
-                std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.to_path_buf(), source })?;
-            }
-            b = b.with_optimized_model_path(t).map_err(ort_err)?;
-        }
+        let mut b = Session::builder(ort_environment()?).map_err(ort_err)?.with_optimization_level(level).map_err(ort_err)?;
         if let Some(n) = opts.intra_threads {
             b = b.with_intra_threads(n).map_err(ort_err)?;
         }
@@ -232,26 +428,47 @@ impl OrtBackend {
             b = b.with_intra_op_spinning(spin).map_err(ort_err)?;
         }
         register_provider(&mut b, &opts.provider)?;
-        let session = match (b.commit_from_file(hit.as_deref().unwrap_or(path)), &hit) {
-            (Ok(s), _) => s,
-            // An unreadable cache entry (e.g. written by a crashed process) is dropped and rebuilt.
-            (Err(_), Some(h)) => {
-                std::fs::remove_file(h).map_err(|source| RuntimeError::Io { path: h.clone(), source })?;
-                return Self::open(path, opts);
-            }
-            (Err(e), None) => return Err(RuntimeError::Load { path: path.to_path_buf(), backend: "ort", reason: e.to_string() }),
+        Ok(b)
+    }
+
+    /// A session on the verified cache entry `file` (opened from `entry`): memory-mapped,
+    /// initializers in place, no graph optimization (the entry is already optimized).
+    fn open_entry(opts: &OrtOptions, entry: &Path, file: &std::fs::File) -> Result<Session, ort::Error> {
+        // The very file whose CRC was checked, even if `entry` is replaced meanwhile.
+        #[cfg(target_os = "linux")]
+        let at = {
+            use std::os::fd::AsRawFd;
+            let _ = entry;
+            PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
         };
-        let cache = match (hit, tmp, cache_file) {
-            (Some(h), _, _) => CacheUse::Hit(h),
-            (None, Some(t), Some(f)) => match std::fs::rename(&t, &f) {
-                Ok(()) => CacheUse::Stored(f),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&t);
-                    CacheUse::StoreFailed(f, e.to_string())
-                }
-            },
-            _ => CacheUse::Off,
+        #[cfg(not(target_os = "linux"))]
+        let at = {
+            let _ = file;
+            entry.to_path_buf()
         };
+        let b = Self::builder(opts, GraphOptLevel::Disable).map_err(|e| ort::Error::new(e.to_string()))?;
+        b.with_config_entry("session.load_model_format", "ORT")?
+            .with_config_entry("session.use_memory_mapped_ort_model", "1")?
+            .with_config_entry("session.use_ort_model_bytes_for_initializers", "1")?
+            .commit_from_file(at)
+    }
+
+    /// The backend around `session`, checking that the model has one rank-4 input.
+    fn from_session(path: &Path, opts: &OrtOptions, session: Session, cache: CacheUse) -> Result<Self, RuntimeError> {
+        let [input] = session.inputs() else {
+            return Err(RuntimeError::InputCount { path: path.to_path_buf(), count: session.inputs().len() });
+        };
+        let mut declared: Vec<Option<usize>> = match input.dtype() {
+            // ONNX Runtime reports an input without a declared shape as rank 0.
+            ValueType::Tensor { shape, .. } if shape.is_empty() => vec![None; 4],
+            ValueType::Tensor { shape, .. } => shape.iter().map(|&d| (d > 0).then_some(d as usize)).collect(),
+            other => return Err(load_err(path, format!("input `{}` is a {other:?}, not a tensor", input.name()))),
+        };
+        if declared.len() != 4 {
+            let (input, rank, shape) = (input.name().to_string(), declared.len(), fmt_shape(&declared));
+            return Err(RuntimeError::InputRank { path: path.to_path_buf(), input, rank, shape });
+        }
+        declared[0] = None;
         let outputs = session.outputs().iter().map(|o| o.name().to_string()).collect();
         Ok(OrtBackend { label: opts.provider.label(), session: Mutex::new(session), outputs, input_shape: declared, cache })
     }
