@@ -20,6 +20,7 @@ pub mod opsets;
 pub mod passes;
 pub mod recorder;
 pub mod tensor;
+pub mod token_slice;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -304,6 +305,8 @@ pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) 
     }
     // Patterns ONNX Runtime fuses (see `fuse`).
     fuse::gelu_div_form(&mut g);
+    // Only the kept class token runs through the last block's per-token tail.
+    token_slice::sink_index_slices(&mut g);
     if opts.fp16 {
         report.casts = passes::to_fp16(&mut g, !opts.fp16_io);
     }
