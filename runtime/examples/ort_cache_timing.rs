@@ -28,7 +28,8 @@ fn time(model: &Path, o: &OrtOptions) -> Res<(f64, f64, ArrayD<f32>, CacheUse)> 
     let b = OrtBackend::open(model, o)?;
     let open = t.elapsed().as_secs_f64() * 1e3;
     let dims: Vec<usize> = b.input_shape().iter().enumerate().map(|(i, d)| d.unwrap_or(if i == 0 { 1 } else { 224 })).collect();
-    let x = ArrayD::from_shape_fn(dims, |ix| ((ix.as_array_view().iter().sum::<usize>() % 17) as f32 - 8.0) / 8.0);
+    let n: usize = dims.iter().product();
+    let x = ArrayD::from_shape_vec(ndarray::IxDyn(&dims), (0..n).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect())?;
     let t = Instant::now();
     let y = b.run(x)?.remove(0);
     Ok((open, t.elapsed().as_secs_f64() * 1e3, y, b.cache_use().clone()))
