@@ -386,11 +386,8 @@ impl OrtBackend {
         let dir = entry.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let tmp = temp_beside(&entry);
-        let session = Self::builder(opts, opts.opt_level)?
-            .with_config_entry("session.save_model_format", "ORT")
-            .and_then(|b| b.with_optimized_model_path(&tmp))
-            .map_err(ort_err)?
-            .commit_from_file(path);
+        let b = Self::builder(opts, opts.opt_level)?.with_config_entry("session.save_model_format", "ORT").map_err(ort_err)?;
+        let session = b.with_optimized_model_path(&tmp).map_err(ort_err)?.commit_from_file(path);
         let session = match session {
             Ok(s) => s,
             Err(e) => {

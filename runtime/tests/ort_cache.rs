@@ -96,7 +96,8 @@ fn corrupt_truncated_or_orphaned_entries_are_rebuilt() {
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x01; // one bit in the middle: the weights, which no structural check would catch
-    let damages: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Damage<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let damages: Vec<Damage> = vec![
         ("garbage", Box::new(|| std::fs::write(&entry, b"not a model").unwrap())),
         ("truncated", Box::new(|| std::fs::write(&entry, &good[..good.len() / 2]).unwrap())),
         ("empty", Box::new(|| std::fs::write(&entry, b"").unwrap())),
