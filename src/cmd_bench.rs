@@ -71,6 +71,9 @@ pub struct BenchArgs {
     /// inside the matrix products).
     #[arg(long, default_value = "split")]
     pub tract_batch: String,
+    /// tract's convolution layout: `channel-last` (the runtime's default) or `as-graph`.
+    #[arg(long, default_value = "channel-last")]
+    pub tract_layout: String,
     /// ONNX Runtime intra-op thread spinning, for pretext+ORT and the torch.onnx+ORT
     /// peer alike: `default` (ONNX Runtime's: spinning), `on` or `off` (idle threads
     /// park; faster on a busy machine).
@@ -274,6 +277,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "split" => pretext_runtime::TractBatchParallel::Split,
             "whole" => pretext_runtime::TractBatchParallel::Whole,
             other => bail!("--tract-batch must be split or whole, got '{other}'"),
+        },
+        conv_layout: match a.tract_layout.as_str() {
+            "channel-last" => pretext_runtime::ConvLayout::ChannelLast,
+            "as-graph" => pretext_runtime::ConvLayout::AsGraph,
+            other => bail!("--tract-layout must be channel-last or as-graph, got '{other}'"),
         },
         ..Default::default()
     };
@@ -509,7 +517,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "date_utc": utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": {"cpu": cpu_model(), "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "tract_batch": a.tract_batch, "ort_spinning": a.ort_spinning, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg()},
+                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "tract_batch": a.tract_batch, "tract_layout": a.tract_layout, "ort_spinning": a.ort_spinning, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg()},
         "peak": peak,
         "macs_per_image": macs.iter().map(|(k, c)| (k.clone(), json!({"macs": c.macs, "elementwise": c.elementwise,
             "torch_flop_counter_flops": peers["torch_flop_counter"][k]}))).collect::<serde_json::Map<_, _>>(),

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pretext_data::{Dataset, OpenOptions};
-use pretext_runtime::{BackendKind, Extractor, F16Compute, RuntimeError, TractBatchMode, TractBatchParallel, TractOptions};
+use pretext_runtime::{BackendKind, ConvLayout, Extractor, F16Compute, RuntimeError, TractBatchMode, TractBatchParallel, TractOptions};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BackendArg {
@@ -25,6 +25,12 @@ pub enum ProviderArg {
 pub enum TractBatchArg {
     Split,
     Whole,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TractLayoutArg {
+    ChannelLast,
+    AsGraph,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -57,6 +63,10 @@ pub struct ModelArgs {
     /// thread each; the default) or `whole` (one run, threads inside the matrix products).
     #[arg(long, value_enum, default_value = "split")]
     pub tract_batch: TractBatchArg,
+    /// tract: convolution layout in the plan: `channel-last` (NHWC, the default; vectorized
+    /// depthwise convolutions) or `as-graph` (the graph's NCHW).
+    #[arg(long, value_enum, default_value = "channel-last")]
+    pub tract_layout: TractLayoutArg,
     /// tract: fp16 graphs compute in fp32 (`upcast`, the x86_64 default) or in tract's
     /// fp16 kernels (`native`, the default elsewhere).
     #[arg(long, value_enum)]
@@ -108,6 +118,10 @@ impl ModelArgs {
                 batch_parallel: match self.tract_batch {
                     TractBatchArg::Split => TractBatchParallel::Split,
                     TractBatchArg::Whole => TractBatchParallel::Whole,
+                },
+                conv_layout: match self.tract_layout {
+                    TractLayoutArg::ChannelLast => ConvLayout::ChannelLast,
+                    TractLayoutArg::AsGraph => ConvLayout::AsGraph,
                 },
                 f16: match self.tract_f16 {
                     None => F16Compute::default(),

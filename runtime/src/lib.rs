@@ -26,6 +26,7 @@ pub mod error;
 pub mod ort_backend;
 pub mod tract_backend;
 pub mod tract_f16;
+pub mod tract_layout;
 
 pub use backend::Backend;
 pub use error::RuntimeError;
@@ -33,6 +34,7 @@ pub use error::RuntimeError;
 pub use ort_backend::{open_ort, optimized_cache_path, ort_environment, CacheUse, ExecutionProvider, GraphOptLevel, OrtOptions};
 pub use tract_backend::{open_tract, open_tract_with, TractBatchMode, TractBatchParallel, TractOptions};
 pub use tract_f16::F16Compute;
+pub use tract_layout::ConvLayout;
 pub mod extractor;
 pub mod knn;
 pub mod npy;

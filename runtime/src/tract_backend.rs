@@ -40,6 +40,7 @@ use tract_onnx::prelude::*;
 
 use crate::backend::{check_input, fmt_shape, Backend};
 use crate::tract_f16::F16Compute;
+use crate::tract_layout::ConvLayout;
 use crate::RuntimeError;
 
 /// How the tract plan handles the batch dimension.
@@ -74,6 +75,8 @@ pub struct TractOptions {
     pub threads: Option<usize>,
     /// How batches larger than one use the threads (ignored with 1 thread).
     pub batch_parallel: TractBatchParallel,
+    /// Convolution layout in the plan (default: channel-last; see [`crate::tract_layout`]).
+    pub conv_layout: ConvLayout,
 }
 
 impl TractOptions {
@@ -96,6 +99,7 @@ pub struct TractBackend {
     template: InferenceModel,
     per_batch: Mutex<HashMap<usize, Plan>>,
     f16: F16Compute,
+    conv_layout: ConvLayout,
     executor: Executor,
     threads: usize,
     /// Workers for [`TractBatchParallel::Split`]; `None` with one thread, with `Whole`, or
@@ -216,7 +220,7 @@ impl TractBackend {
             .map_err(|e| load_err(path, format!("{e:#}")))?;
         let symbolic = match opts.batch_mode {
             TractBatchMode::Symbolic => Some(
-                multithread_tract_scope(Executor::SingleThread, || crate::tract_f16::into_optimized(model.clone(), opts.f16).and_then(|m| m.into_runnable()))
+                multithread_tract_scope(Executor::SingleThread, || crate::tract_f16::into_optimized(model.clone(), opts.f16, opts.conv_layout).and_then(|m| m.into_runnable()))
                     .map_err(|e| load_err(path, format!("{e:#}")))?,
             ),
             TractBatchMode::PerBatch => None,
@@ -236,6 +240,7 @@ impl TractBackend {
             template: model,
             per_batch: Mutex::new(HashMap::new()),
             f16: opts.f16,
+            conv_layout: opts.conv_layout,
             executor: if threads > 1 { Executor::multithread_with_name(threads, "pretext-tract") } else { Executor::SingleThread },
             threads,
             batch_pool: match (threads > 1 && batch_first, opts.batch_parallel) {
@@ -265,7 +270,7 @@ impl TractBackend {
         // Single-threaded under the lock (see the module doc).
         let plan = multithread_tract_scope(Executor::SingleThread, || {
             m.set_input_fact(0, f32::fact(shape).into())
-                .and_then(|_| crate::tract_f16::into_optimized(m, self.f16))
+                .and_then(|_| crate::tract_f16::into_optimized(m, self.f16, self.conv_layout))
                 .and_then(|m| m.into_runnable())
         })
         .map_err(|e| load_err(&self.path, format!("{e:#}")))?;
@@ -286,6 +291,12 @@ impl TractBackend {
     fn run_plan(&self, plan: &Plan, executor: Executor, input: ArrayD<f32>) -> Result<Vec<ArrayD<f32>>, RuntimeError> {
         let shape = input.shape().to_vec();
         let run_err = |e: TractError| RuntimeError::Run { backend: "tract".into(), shape: shape.clone(), reason: format!("{e:#}") };
+        // A channel-last plan takes NHWC (see `tract_layout::channel_last_input`).
+        let input = if plan.model().properties.contains_key(crate::tract_layout::NHWC_INPUT) {
+            input.permuted_axes(vec![0, 2, 3, 1]).as_standard_layout().into_owned()
+        } else {
+            input
+        };
         let out = multithread_tract_scope(executor, || plan.run(tvec!(Tensor::from(input).into_tvalue()))).map_err(run_err)?;
         out.into_iter()
             .zip(&self.outputs)

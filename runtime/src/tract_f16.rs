@@ -25,6 +25,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
 use tract_onnx::tract_core::transform::ModelTransform;
 
+use crate::tract_layout::ConvLayout;
+
 /// How the tract backend computes fp16 values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum F16Compute {
@@ -52,13 +54,18 @@ pub(crate) fn has_f16(model: &TypedModel) -> bool {
 }
 
 /// Types, translates fp16 to fp32 when `mode` asks and the graph has fp16
-/// values, then optimizes: the replacement of `InferenceModel::into_optimized`.
-pub(crate) fn into_optimized(model: InferenceModel, mode: F16Compute) -> TractResult<TypedModel> {
+/// values, then optimizes with the convolutions in `layout` (see [`crate::tract_layout`]):
+/// the replacement of `InferenceModel::into_optimized`.
+pub(crate) fn into_optimized(model: InferenceModel, mode: F16Compute, layout: ConvLayout) -> TractResult<TypedModel> {
     let mut typed = model.into_typed()?;
     if mode == F16Compute::UpcastF32 && has_f16(&typed) {
         FloatPrecisionTranslator::new(DatumType::F16, DatumType::F32).transform(&mut typed)?;
     }
-    typed.into_optimized()
+    crate::tract_layout::before_declutter(&mut typed, layout)?;
+    typed.declutter()?;
+    crate::tract_layout::after_declutter(&mut typed, layout)?;
+    typed.optimize()?;
+    Ok(typed)
 }
 
 #[cfg(test)]
@@ -122,7 +129,8 @@ mod tests {
     fn run(k: usize, conv: bool, mode: F16Compute) -> (f32, bool) {
         let m = sum_of_ones(k, conv);
         let shape = m.input_fact(0).unwrap().shape.as_concrete_finite().unwrap().unwrap().to_vec();
-        let typed = into_optimized(m, mode).unwrap();
+        // As the graph: a channel-last plan would take its input NHWC.
+        let typed = into_optimized(m, mode, ConvLayout::AsGraph).unwrap();
         let f16_left = has_f16(&typed);
         let x = tract_ndarray::ArrayD::<f32>::ones(shape).into_tensor();
         let y = typed.into_runnable().unwrap().run(tvec!(x.into_tvalue())).unwrap();
@@ -164,7 +172,7 @@ mod tests {
         };
         m = tract_onnx::onnx().model_for_proto_model(&proto).unwrap();
         assert!(!has_f16(&m.clone().into_typed().unwrap()));
-        assert!(!has_f16(&into_optimized(m, F16Compute::UpcastF32).unwrap()));
+        assert!(!has_f16(&into_optimized(m, F16Compute::UpcastF32, ConvLayout::default()).unwrap()));
     }
 
     #[test]

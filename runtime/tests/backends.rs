@@ -134,3 +134,23 @@ mod ort {
         }
     }
 }
+
+#[test]
+fn conv_layouts_match_pytorch_on_strided_depthwise_convolutions() {
+    // Depthwise 3x3 and 5x5 at stride 2 on odd widths (19 x 23 input) and at stride 1:
+    // both plan layouts, whole and split batches, against PyTorch.
+    use pretext_runtime::{ConvLayout, TractBatchParallel};
+    let x = npy::read_f32(&fixture("depthwise_input.npy")).unwrap();
+    let want = npy::read_f32(&fixture("depthwise_expected.npy")).unwrap();
+    for conv_layout in [ConvLayout::ChannelLast, ConvLayout::AsGraph] {
+        for (threads, batch_parallel) in [(1, TractBatchParallel::Whole), (2, TractBatchParallel::Split)] {
+            let opts = TractOptions { conv_layout, threads: Some(threads), batch_parallel, ..Default::default() };
+            let b = open_tract_with(&fixture("depthwise.onnx"), &opts).unwrap();
+            for n in [1usize, 3] {
+                let got = b.run(x.slice(s![..n, .., .., ..]).to_owned().into_dyn()).unwrap().remove(0);
+                let d = max_abs_diff(&got, &want.slice(s![..n, ..]).to_owned().into_dyn());
+                assert!(d < 1e-5, "{conv_layout:?}, {threads} threads, batch {n}: max |diff| vs PyTorch = {d}");
+            }
+        }
+    }
+}
