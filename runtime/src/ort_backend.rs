@@ -28,7 +28,7 @@
 //!   but not cached ([`CacheUse::StoreFailed`]). Models with external data files are not
 //!   covered by the check (only the `.onnx` file is stat'ed).
 //! - **Entry check**: the metadata records the entry's length and CRC-32, verified on
-//!   every hit (a read of the page-cached file, ~10 ms per 90 MB) before ONNX Runtime maps
+//!   every hit (a read of the page-cached file, ~15 ms per 90 MB) before ONNX Runtime maps
 //!   it, through the same open file (`/proc/self/fd/N`) so a concurrent replacement cannot
 //!   slip in between. A missing, stale, truncated or corrupt entry, or one ONNX Runtime
 //!   refuses, is rebuilt ([`CacheUse::Rebuilt`]), never an error.
