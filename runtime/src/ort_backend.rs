@@ -384,23 +384,27 @@ impl OrtBackend {
         };
         let before = stamp(path).map_err(io_err(path))?;
         let dir = entry.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let tmp = temp_beside(&entry);
-        let b = Self::builder(opts, opts.opt_level)?.with_config_entry("session.save_model_format", "ORT").map_err(ort_err)?;
-        let session = b.with_optimized_model_path(&tmp).map_err(ort_err)?.commit_from_file(path);
-        let session = match session {
-            Ok(s) => s,
-            Err(e) => {
+        let saving = std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display())).and_then(|()| {
+            let b = Self::builder(opts, opts.opt_level).map_err(|e| e.to_string())?;
+            let b = b.with_config_entry("session.save_model_format", "ORT").map_err(|e| e.to_string())?;
+            b.with_optimized_model_path(&tmp).map_err(|e| e.to_string())?.commit_from_file(path).map_err(|e| e.to_string())
+        });
+        let (session, cache) = match saving {
+            Ok(session) => match (store_entry(path, &before, &tmp, &entry), stale) {
+                (Ok(()), None) => (session, CacheUse::Stored(entry)),
+                (Ok(()), Some(reason)) => (session, CacheUse::Rebuilt(entry, reason)),
+                (Err(reason), _) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    (session, CacheUse::StoreFailed(entry, reason))
+                }
+            },
+            // The cache directory may be at fault rather than the model: open without saving,
+            // whose error (if any) is the model's.
+            Err(reason) => {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(load_err(path, e));
-            }
-        };
-        let cache = match (store_entry(path, &before, &tmp, &entry), stale) {
-            (Ok(()), None) => CacheUse::Stored(entry),
-            (Ok(()), Some(reason)) => CacheUse::Rebuilt(entry, reason),
-            (Err(reason), _) => {
-                let _ = std::fs::remove_file(&tmp);
-                CacheUse::StoreFailed(entry, reason)
+                let session = Self::builder(opts, opts.opt_level)?.commit_from_file(path).map_err(|e| load_err(path, e))?;
+                (session, CacheUse::StoreFailed(entry, reason))
             }
         };
         Self::from_session(path, opts, session, cache)

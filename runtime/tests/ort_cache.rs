@@ -176,6 +176,45 @@ fn a_model_written_moments_ago_is_not_cached() {
     assert!(matches!(cached(&model, &cache, &want), CacheUse::Hit(_)));
 }
 
+/// A cache directory that cannot be created costs the cache, not the session.
+#[test]
+fn an_unusable_cache_directory_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    write_old(&model, &std::fs::read(fixture("tiny_cnn.onnx")).unwrap());
+    let want = plain(&model);
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    match cached(&model, &file.join("cache"), &want) {
+        CacheUse::StoreFailed(_, reason) => assert!(reason.contains("a-file"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // A broken model through the cache is still the model's load error.
+    let cut = dir.path().join("cut.onnx");
+    let bytes = std::fs::read(&model).unwrap();
+    write_old(&cut, &bytes[..bytes.len() - 100]);
+    let e = OrtBackend::open(&cut, &opts(&dir.path().join("c"))).err().expect("a truncated model must fail");
+    assert!(e.to_string().contains("cut.onnx"), "{e}");
+    assert!(names(&dir.path().join("c")).is_empty());
+}
+
+/// Threads opening the same model through one cache at once all get correct sessions.
+#[test]
+fn concurrent_opens_share_the_cache_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    write_old(&model, &std::fs::read(fixture("tiny_cnn.onnx")).unwrap());
+    let cache = dir.path().join("c");
+    let want = plain(&model);
+    let uses: Vec<CacheUse> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| (0..3).map(|_| cached(&model, &cache, &want)).collect::<Vec<_>>())).collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(uses.iter().all(|u| matches!(u, CacheUse::Stored(_) | CacheUse::Hit(_) | CacheUse::Rebuilt(..))), "{uses:?}");
+    assert!(uses.iter().any(|u| matches!(u, CacheUse::Hit(_))), "{uses:?}");
+    assert_eq!(names(&cache).len(), 2, "{:?}", names(&cache));
+}
+
 #[test]
 fn a_missing_model_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
