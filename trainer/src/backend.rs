@@ -44,6 +44,7 @@ impl Params {
         tch::no_grad(|| {
             for s in &specs {
                 let t = init_tensor(s, device);
+                let t = if s.kind == ParamKind::Weight && s.shape.len() == 4 { channels_last(&t) } else { t };
                 let trainable = matches!(s.kind, ParamKind::Weight | ParamKind::NoDecay);
                 let (parent, leaf) = match s.name.rsplit_once('.') {
                     Some((p, l)) => (Some(p), l),
@@ -224,6 +225,18 @@ fn init_tensor(s: &ParamSpec, device: Device) -> Tensor {
     }
 }
 
+/// The same values with NHWC strides (PyTorch's `channels_last`), shape unchanged.
+///
+/// Conv weights are stored this way: libtorch then runs every convolution,
+/// BatchNorm, ReLU and residual add of a CNN on channels-last activations
+/// (a convolution with a channels-last weight returns channels-last output,
+/// whatever the input layout), which oneDNN computes without reordering
+/// activations at each op. Values and shapes are unchanged; readers go
+/// through `contiguous()`, so checkpoints stay NCHW.
+pub fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
+
 /// Runs models on tch tensors. Parameter lookups of unknown names panic
 /// with the name: model code and specs come from the same structs, so that
 /// is a programming error, not bad input.
@@ -340,6 +353,33 @@ mod tests {
             let y2 = tch::no_grad(|| b.forward_features(&mut TchOps::new(&q, false), &x));
             assert!(f64::try_from((y - y2).abs().max()).unwrap() == 0.0, "{name}: reload changed the output");
         }
+    }
+
+    /// Conv weights live in channels-last strides (so libtorch picks its
+    /// NHWC kernels), yet every reader sees NCHW order: safetensors blobs
+    /// are indexed (o, i, kh, kw) row-major, as PyTorch writes them.
+    #[test]
+    fn conv_weights_are_channels_last_and_saved_nchw() {
+        tch::manual_seed(0);
+        let b = Backbone::new(&BackboneConfig::from_name("resnet18-cifar").unwrap());
+        let p = Params::new(b.params(), Device::Cpu);
+        let w = p.get("layer1.0.conv1.weight").unwrap();
+        assert_eq!(w.size(), vec![64, 64, 3, 3]);
+        assert_eq!(w.stride(), vec![576, 1, 192, 64], "NHWC strides");
+        assert_eq!(p.get("fc.weight").map(|t| t.stride()), None, "headless");
+        assert_eq!(p.get("bn1.weight").unwrap().stride(), vec![1]);
+        let blobs = p.to_named_blobs("");
+        let blob = &blobs["layer1.0.conv1.weight"];
+        let at = |k: usize| f32::from_le_bytes(blob.data[4 * k..4 * k + 4].try_into().unwrap()) as f64;
+        for (o, i, kh, kw) in [(0, 0, 0, 0), (0, 1, 0, 0), (3, 5, 2, 1), (63, 63, 2, 2)] {
+            let want = w.double_value(&[o, i, kh, kw]);
+            assert_eq!(at((((o * 64 + i) * 3 + kh) * 3 + kw) as usize), want, "[{o}, {i}, {kh}, {kw}]");
+        }
+        // The trained graph runs channels-last end to end.
+        let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let mut o = TchOps::new(&p, true);
+        let y = o.conv2d("conv1", &x, &p.get("conv1.weight").unwrap().shallow_clone(), None, ConvArgs { stride: 1, padding: 1, dilation: 1, groups: 1 });
+        assert_eq!(y.stride(), vec![64 * 32 * 32, 1, 32 * 64, 64]);
     }
 
     /// fp16 subnormals are man * 2^-24 (numpy: np.uint16(1).view(np.float16) == 2**-24).

@@ -130,7 +130,10 @@ impl Optimizer {
                 }
                 match self.kind {
                     OptimizerKind::Sgd | OptimizerKind::Lars => {
-                        let mut d = if decay && wd != 0.0 { &g + &p * wd } else { g.shallow_clone() };
+                        // d = g + wd w (PyTorch's `d_p.add(p, alpha=wd)`) in one kernel;
+                        // `addcmul` with a 0-d factor is libtorch's stand-in for `alpha`,
+                        // which tch does not expose.
+                        let mut d = if decay && wd != 0.0 { g.addcmul(&p, &scalar(wd, &p)) } else { g.shallow_clone() };
                         if self.kind == OptimizerKind::Lars && decay {
                             // You et al. 2017: local lr eta * ||w|| / ||g + wd w||.
                             let pn = p.norm().double_value(&[]);
@@ -146,7 +149,8 @@ impl Optimizer {
                             let _ = m.g_mul_scalar_(self.momentum);
                             let _ = m.g_add_(&d);
                         }
-                        let _ = p.g_sub_(&(&m * lr));
+                        // w -= lr buf in place (PyTorch's `p.add_(buf, alpha=-lr)`), no temporary.
+                        let _ = p.addcmul_(&m, &scalar(-lr, &p));
                     }
                     OptimizerKind::Adamw => {
                         if decay && wd != 0.0 {
@@ -173,6 +177,11 @@ impl Optimizer {
             }
         });
     }
+}
+
+/// A 0-d tensor of `p`'s dtype and device: the scalar factor of an `addcmul`.
+fn scalar(v: f64, p: &Tensor) -> Tensor {
+    Tensor::scalar_tensor(v, (p.kind(), p.device()))
 }
 
 #[cfg(test)]
