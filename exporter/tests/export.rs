@@ -190,6 +190,45 @@ fn opset_17_uses_erf_and_20_uses_gelu() {
 }
 
 #[test]
+fn vit_last_block_tail_runs_on_the_class_token_only() {
+    // Depth 2: the first block needs every token, the second only the class token
+    // from its query on (keys and values still read all tokens).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BackboneConfig::Vit(VitConfig::vit_tiny_patch16_224().with_patch_and_size(4, 32).with_depth(2));
+    let f = dir.path().join("w.safetensors");
+    write_ckpt(&f, &cfg, &[], &[], true);
+    let ck = Checkpoint::load(&f).unwrap();
+    let (m, _) = export(&cfg, &ck, &ExportOptions::default()).unwrap();
+    let g = &m.graph;
+    let producer = |t: &str| g.nodes.iter().find(|n| n.outputs.iter().any(|o| o == t)).unwrap();
+    let slices_of = |t: &str| g.nodes.iter().filter(|n| n.op == "Slice" && n.inputs[0] == t).count();
+    assert!(!g.nodes.iter().any(|n| n.name == "pool.cls"), "the pooling slice moved up");
+    assert_eq!(slices_of("blocks.1.attn.q"), 1, "the last block's query is cut to the class token");
+    assert_eq!(slices_of("blocks.0.add2"), 1, "and so is its residual input");
+    // Walking back from the output through the last block's tail meets those two slices
+    // and never the full-token tensors.
+    let mut stack = vec!["features".to_string()];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(t) = stack.pop() {
+        if g.inits.contains_key(&t) || !seen.insert(t.clone()) {
+            continue;
+        }
+        let n = producer(&t);
+        if n.op == "Slice" && (n.inputs[0] == "blocks.1.attn.q" || n.inputs[0] == "blocks.0.add2") {
+            continue;
+        }
+        assert!(n.name.starts_with("blocks.1.") || n.name == "norm" || n.name == "pool.flatten", "{} is reached without a slice", n.name);
+        if !["blocks.1.attn.qk", "blocks.1.attn.av"].contains(&n.name.as_str()) {
+            stack.extend(n.inputs.iter().cloned());
+        } else {
+            // Keys / values: full tokens by design; follow only the query / probabilities side.
+            stack.push(n.inputs[0].clone());
+        }
+    }
+    assert!(seen.len() > 20, "walked the block tail ({} tensors)", seen.len());
+}
+
+#[test]
 fn vit_at_another_resolution_gets_a_frozen_resampled_pos_embed() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_vit();
