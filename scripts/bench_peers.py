@@ -13,6 +13,8 @@ Peers:
                                pretext's trainer: each view through backbone +
                                projection head (Linear-BN-ReLU-Linear-BN),
                                NT-Xent, SGD momentum, weight decay on weights only
+             pytorch_channels_last  the same with the backbone and inputs in
+                               torch.channels_last (steps alternate with `pytorch`)
   knn        faiss_flat_ip     faiss.IndexFlatIP exact search, top-k
 
 Usage: bench_peers.py SPEC.json OUT.json
@@ -168,44 +170,60 @@ def nt_xent(z, temperature):
 
 
 def bench_training(spec, timer, out):
+    """Two peers, alternating step by step so both see the same machine load:
+    `pytorch`, the model as torchvision builds it (NCHW), and
+    `pytorch_channels_last`, the same after `.to(memory_format=torch.channels_last)`
+    (PyTorch's documented CPU/GPU recipe; pretext's trainer stores conv
+    weights that way). One list of times and losses per peer."""
     import torch
     import torch.nn as nn
     tr = spec["training"]
-    backbone = build_model("resnet18-cifar")
-    load_weights(backbone, tr["weights"], exclude="projection_head.")
-    head = nn.Module()
-    head.layers = nn.Sequential(
-        nn.Linear(512, tr["hidden"], bias=False), nn.BatchNorm1d(tr["hidden"]), nn.ReLU(),
-        nn.Linear(tr["hidden"], tr["out"], bias=False), nn.BatchNorm1d(tr["out"]))
-    load_weights(head, tr["weights"], "projection_head.")
-    backbone.train()
-    head.train()
-    # Weight decay on conv/linear weights only, as pretext's trainer does.
-    params = list(backbone.parameters()) + list(head.parameters())
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": tr["weight_decay"]},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    opt = torch.optim.SGD(groups, lr=tr["lr"], momentum=tr["momentum"])
     views = torch.from_numpy(load_st(tr["input"])["x"])
     b = views.shape[0] // 2
-    x0, x1 = views[:b], views[b:]
-    losses = []
 
-    def step():
-        # One forward per view (BatchNorm statistics per view), as pretext's trainer and lightly do.
-        z = torch.cat([head.layers(backbone(x0)), head.layers(backbone(x1))])
-        loss = nt_xent(z, tr["temperature"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    def setup(channels_last):
+        backbone = build_model("resnet18-cifar")
+        load_weights(backbone, tr["weights"], exclude="projection_head.")
+        head = nn.Module()
+        head.layers = nn.Sequential(
+            nn.Linear(512, tr["hidden"], bias=False), nn.BatchNorm1d(tr["hidden"]), nn.ReLU(),
+            nn.Linear(tr["hidden"], tr["out"], bias=False), nn.BatchNorm1d(tr["out"]))
+        load_weights(head, tr["weights"], "projection_head.")
+        x0, x1 = views[:b], views[b:]
+        if channels_last:
+            backbone = backbone.to(memory_format=torch.channels_last)
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+            x1 = x1.contiguous(memory_format=torch.channels_last)
+        backbone.train()
+        head.train()
+        # Weight decay on conv/linear weights only, as pretext's trainer does.
+        params = list(backbone.parameters()) + list(head.parameters())
+        groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": tr["weight_decay"]},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+        opt = torch.optim.SGD(groups, lr=tr["lr"], momentum=tr["momentum"])
+        losses, times = [], []
 
-    t = dict(spec["timing"])
-    t["warmup"] = tr["warmup"]
-    t["min_iters"] = tr["steps"]
-    t["max_iters"] = tr["steps"]
-    times = Timer(t).run(step)
-    out.append({"system": "pytorch", "images_per_step": int(views.shape[0]), "times_s": times, "losses": losses})
-    log(f"training pytorch {views.shape[0] / sorted(times)[len(times) // 2]:.1f} img/s, losses {losses}")
+        def step():
+            t0 = time.perf_counter()
+            # One forward per view (BatchNorm statistics per view), as pretext's trainer and lightly do.
+            z = torch.cat([head.layers(backbone(x0)), head.layers(backbone(x1))])
+            loss = nt_xent(z, tr["temperature"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            return time.perf_counter() - t0
+        return step, losses, times
+
+    peers = {"pytorch": setup(False), "pytorch_channels_last": setup(True)}
+    for i in range(tr["warmup"] + tr["steps"]):
+        for step, _, times in peers.values():
+            dt = step()
+            if i >= tr["warmup"]:
+                times.append(dt)
+    for name, (_, losses, times) in peers.items():
+        out.append({"system": name, "images_per_step": int(views.shape[0]), "times_s": times, "losses": losses})
+        log(f"training {name} {views.shape[0] / sorted(times)[len(times) // 2]:.1f} img/s, losses {losses}")
 
 
 # ------------------------------------------------------------------------ knn

@@ -140,7 +140,7 @@ fn plan(a: &BenchArgs) -> Result<Plan> {
             batches: vec![1, 8, 32],
             timing: Timing { warmup: 1, min_iters: 3, max_iters: 500, budget_s: 1.5 },
             train_batch: 64,
-            train_steps: 3,
+            train_steps: 6,
             knn_n: 50_000,
             knn_queries: 1000,
             augment_images: 2048,
@@ -448,6 +448,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // ---- training
     let mut training = Vec::new();
     if let Some(t) = &train {
+        // pretext's steps bracket the peers' (half before, half after, one
+        // trajectory), so a drift in background load weighs on both sides.
+        eprintln!("[bench] SimCLR step, batch {} (x2 views), 1 + {} steps around the peers'", t.batch, p.train_steps);
+        let mut session = systems::TrainSession::new(t, step_cfg, 1 + p.train_steps as u64)?;
+        let (mut times, mut losses) = (Vec::new(), Vec::new());
+        let first = p.train_steps / 2;
+        session.steps(1, false, &mut times, &mut losses)?;
+        session.steps(first, true, &mut times, &mut losses)?;
         if !a.no_peers {
             let spec = json!({"training": {
                 "weights": t.weights, "input": t.views, "hidden": t.hidden, "out": t.out,
@@ -456,16 +464,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
             }});
             merge(&mut peers, run_peers(&a, &dir, "training", &base_spec, spec)?);
         }
-        eprintln!("[bench] SimCLR step, batch {} (x2 views), {} steps", t.batch, p.train_steps);
-        let (times, losses) = systems::time_train_step(t, step_cfg, 1, p.train_steps)?;
+        session.steps(p.train_steps - first, true, &mut times, &mut losses)?;
+        drop(session);
         let imgs = (2 * t.batch) as f64;
         training.push(json!({"system": "pretext_tch", "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": losses}));
-        if let Some(pr) = peers["training"].as_array().and_then(|v| v.first()) {
+        // Peers: `pytorch` (NCHW, the target's reference) and `pytorch_channels_last`.
+        for pr in peers["training"].as_array().into_iter().flatten() {
+            let system = pr["system"].as_str().unwrap_or("pytorch").to_string();
             let times: Vec<f64> = serde_json::from_value(pr["times_s"].clone())?;
             let theirs: Vec<f64> = serde_json::from_value(pr["losses"].clone()).unwrap_or_default();
             let diff = losses.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            training[0]["loss_max_abs_diff_vs_pytorch"] = json!(diff);
-            training.push(json!({"system": "pytorch", "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": theirs}));
+            training[0][format!("loss_max_abs_diff_vs_{system}")] = json!(diff);
+            training.push(json!({"system": system, "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": theirs}));
         }
     }
 
@@ -620,12 +630,17 @@ fn print_table(report: &Value, rows: &[Row]) {
         for x in t {
             let ips = x["images_per_s"].as_f64().unwrap_or(f64::NAN);
             println!(
-                "  {:<12} {:>8.1} img/s  p50 {:>8.1} ms/step  images/s vs PyTorch {}{}",
+                "  {:<21} {:>8.1} img/s  p50 {:>8.1} ms/step  images/s vs PyTorch {}{}",
                 x["system"].as_str().unwrap_or(""),
                 ips,
                 x["summary"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
                 fmt_ratio(base.map(|b| ips / b).as_ref()),
-                x["loss_max_abs_diff_vs_pytorch"].as_f64().map(|d| format!("  (loss per step vs PyTorch: max |diff| {d:.1e})")).unwrap_or_default()
+                x.as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, d)| Some((k.strip_prefix("loss_max_abs_diff_vs_")?, d.as_f64()?)))
+                    .map(|(peer, d)| format!("  (loss per step vs {peer}: max |diff| {d:.1e})"))
+                    .collect::<String>()
             );
         }
     }
@@ -690,12 +705,18 @@ fn extra_groups(report: &Value) -> Vec<chart::Group> {
             .iter()
             .map(|t| {
                 let v = t["images_per_s"].as_f64().unwrap_or(f64::NAN);
-                let is_peer = t["system"] == "pytorch";
+                let system = t["system"].as_str().unwrap_or("");
+                let is_peer = system.starts_with("pytorch");
                 let mut label = format!("{v:.1}");
                 if let (false, Some(b)) = (is_peer, base) {
                     label.push_str(&format!("  {:.2}X PYTORCH (IMAGES/S)", v / b));
                 }
-                chart::Bar { system: if is_peer { "PyTorch".into() } else { "pretext (tch)".into() }, value: v, label, is_peer }
+                let name = match system {
+                    "pytorch" => "PyTorch",
+                    "pytorch_channels_last" => "PyTorch channels_last",
+                    _ => "pretext (tch)",
+                };
+                chart::Bar { system: name.into(), value: v, label, is_peer }
             })
             .collect();
         groups.push(chart::Group { title: "TRAINING: SIMCLR STEP, RESNET-18 CIFAR (IMAGES/S)".into(), bars });

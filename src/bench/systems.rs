@@ -78,48 +78,73 @@ pub struct StepConfig {
     pub temperature: f64,
 }
 
-/// Times `steps` SimCLR steps of the trainer itself (`methods::simclr`:
-/// each view through backbone and projection head (BatchNorm statistics per view), NT-Xent,
+/// SimCLR steps of the trainer itself (`methods::simclr`: each view through
+/// backbone and projection head (BatchNorm statistics per view), NT-Xent,
 /// backward, the trainer's SGD with momentum, weight decay on weights only),
-/// exactly the calls of `pretext train`'s loop minus data loading.
-/// Returns per-step times and losses.
-pub fn time_train_step(case: &TrainCase, cfg: StepConfig, warmup: usize, steps: usize) -> Result<(Vec<f64>, Vec<f64>)> {
-    use pretext_trainer::methods::{self, StepCtx};
-    use pretext_trainer::optim::{Optimizer, OptimizerKind, Slot};
-    let backbone = Backbone::new(&pretext_models::BackboneConfig::from_name("resnet18-cifar")?);
-    let mut mc = methods::MethodConfig::preset("simclr", backbone.embed_dim())?;
-    mc.proj_hidden = case.hidden;
-    mc.proj_out = case.out;
-    mc.temperature = cfg.temperature;
-    let mut method = methods::build(&mc, backbone, Device::Cpu)?;
-    let mut slots = Vec::new();
-    for (_, params) in method.students() {
-        params.load_safetensors(&case.weights, "", true)?;
-        for (spec, t) in params.trainable() {
-            slots.push(Slot::new(spec.name.clone(), t.shallow_clone(), spec.kind));
+/// exactly the calls of `pretext train`'s loop minus data loading. A session
+/// keeps its state between calls, so the bench can time some steps, run the
+/// Python peers, and time the rest of the same trajectory.
+pub struct TrainSession {
+    method: Box<dyn pretext_trainer::methods::Method>,
+    opt: pretext_trainer::optim::Optimizer,
+    views: [Tensor; 2],
+    cfg: StepConfig,
+    step: u64,
+    total_steps: u64,
+}
+
+impl TrainSession {
+    /// Builds the method from the case's weights; `total_steps` only feeds the step context.
+    pub fn new(case: &TrainCase, cfg: StepConfig, total_steps: u64) -> Result<Self> {
+        use pretext_trainer::methods;
+        use pretext_trainer::optim::{Optimizer, OptimizerKind, Slot};
+        let backbone = Backbone::new(&pretext_models::BackboneConfig::from_name("resnet18-cifar")?);
+        let mut mc = methods::MethodConfig::preset("simclr", backbone.embed_dim())?;
+        mc.proj_hidden = case.hidden;
+        mc.proj_out = case.out;
+        mc.temperature = cfg.temperature;
+        let method = methods::build(&mc, backbone, Device::Cpu)?;
+        let mut slots = Vec::new();
+        for (_, params) in method.students() {
+            params.load_safetensors(&case.weights, "", true)?;
+            for (spec, t) in params.trainable() {
+                slots.push(Slot::new(spec.name.clone(), t.shallow_clone(), spec.kind));
+            }
         }
+        let mut opt = Optimizer::new(OptimizerKind::Sgd, slots);
+        opt.momentum = cfg.momentum;
+        let (data, shape) = read_f32(&case.views, "x")?;
+        let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let all = Tensor::from_slice(&data).reshape(&shape);
+        let views = [all.narrow(0, 0, case.batch), all.narrow(0, case.batch, case.batch)];
+        Ok(Self { method, opt, views, cfg, step: 0, total_steps })
     }
-    let mut opt = Optimizer::new(OptimizerKind::Sgd, slots);
-    opt.momentum = cfg.momentum;
-    let (data, shape) = read_f32(&case.views, "x")?;
-    let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-    let all = Tensor::from_slice(&data).reshape(&shape);
-    let views = [all.narrow(0, 0, case.batch), all.narrow(0, case.batch, case.batch)];
-    let mut losses = Vec::new();
-    let timing = Timing { warmup, min_iters: steps, max_iters: steps, budget_s: 0.0 };
-    let mut step = 0u64;
-    let times = timing.run(|| -> Result<()> {
-        let ctx = StepCtx { step, total_steps: (warmup + steps) as u64, epoch: 0 };
-        opt.zero_grad();
-        let loss = method.loss(&views, &ctx)?;
-        losses.push(loss.double_value(&[]));
+
+    /// One step: (seconds, loss).
+    pub fn step(&mut self) -> Result<(f64, f64)> {
+        let t0 = std::time::Instant::now();
+        let ctx = pretext_trainer::methods::StepCtx { step: self.step, total_steps: self.total_steps, epoch: 0 };
+        self.opt.zero_grad();
+        let loss = self.method.loss(&self.views, &ctx)?;
+        let value = loss.double_value(&[]);
         loss.backward();
-        opt.step(cfg.lr, cfg.weight_decay);
-        method.after_step(&ctx);
-        step += 1;
+        self.opt.step(self.cfg.lr, self.cfg.weight_decay);
+        self.method.after_step(&ctx);
+        self.step += 1;
+        Ok((t0.elapsed().as_secs_f64(), value))
+    }
+
+    /// `n` steps: their times (when `timed`) and losses go to the vectors.
+    pub fn steps(&mut self, n: usize, timed: bool, times: &mut Vec<f64>, losses: &mut Vec<f64>) -> Result<()> {
+        for _ in 0..n {
+            let (dt, loss) = self.step()?;
+            losses.push(loss);
+            if timed {
+                times.push(dt);
+            }
+        }
         Ok(())
-    })?;
-    Ok((times, losses))
+    }
 }
 
 /// Exact top-k of every query with the runtime's k-NN search on a rayon pool

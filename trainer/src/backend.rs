@@ -44,7 +44,6 @@ impl Params {
         tch::no_grad(|| {
             for s in &specs {
                 let t = init_tensor(s, device);
-                let t = if s.kind == ParamKind::Weight && s.shape.len() == 4 { channels_last(&t) } else { t };
                 let trainable = matches!(s.kind, ParamKind::Weight | ParamKind::NoDecay);
                 let (parent, leaf) = match s.name.rsplit_once('.') {
                     Some((p, l)) => (Some(p), l),
@@ -61,6 +60,22 @@ impl Params {
             }
         });
         Self { vs, specs, map }
+    }
+
+    /// Re-lays every conv kernel (4-D weight) out channels-last, in place
+    /// (same variables, same values; see [`channels_last`]). Training
+    /// methods call it on their students: a CNN step then runs on libtorch's
+    /// NHWC kernels (1.1-1.2x faster per SimCLR step on ResNet-18 CIFAR).
+    /// Call it before the optimizer creates its state, so momentum buffers
+    /// (`zeros_like`) take the same layout.
+    pub fn use_channels_last(&self) {
+        tch::no_grad(|| {
+            for s in self.specs.iter().filter(|s| s.kind == ParamKind::Weight && s.shape.len() == 4) {
+                let mut t = self.map[&s.name].shallow_clone();
+                let nhwc = channels_last(&t);
+                t.set_data(&nhwc);
+            }
+        });
     }
 
     pub fn get(&self, name: &str) -> Option<&Tensor> {
@@ -227,11 +242,11 @@ fn init_tensor(s: &ParamSpec, device: Device) -> Tensor {
 
 /// The same values with NHWC strides (PyTorch's `channels_last`), shape unchanged.
 ///
-/// Conv weights are stored this way: libtorch then runs every convolution,
-/// BatchNorm, ReLU and residual add of a CNN on channels-last activations
-/// (a convolution with a channels-last weight returns channels-last output,
-/// whatever the input layout), which oneDNN computes without reordering
-/// activations at each op. Values and shapes are unchanged; readers go
+/// With conv weights stored this way ([`Params::use_channels_last`]),
+/// libtorch runs every convolution, BatchNorm, ReLU and residual add of a
+/// CNN on channels-last activations (a convolution with a channels-last
+/// weight returns channels-last output, whatever the input layout), which
+/// oneDNN computes without reordering activations at each op. Readers go
 /// through `contiguous()`, so checkpoints stay NCHW.
 pub fn channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
@@ -355,17 +370,22 @@ mod tests {
         }
     }
 
-    /// Conv weights live in channels-last strides (so libtorch picks its
-    /// NHWC kernels), yet every reader sees NCHW order: safetensors blobs
-    /// are indexed (o, i, kh, kw) row-major, as PyTorch writes them.
+    /// `use_channels_last` re-lays conv weights in NHWC strides (so libtorch
+    /// picks its NHWC kernels), yet every reader sees NCHW order: safetensors
+    /// blobs are indexed (o, i, kh, kw) row-major, as PyTorch writes them.
     #[test]
     fn conv_weights_are_channels_last_and_saved_nchw() {
         tch::manual_seed(0);
         let b = Backbone::new(&BackboneConfig::from_name("resnet18-cifar").unwrap());
         let p = Params::new(b.params(), Device::Cpu);
         let w = p.get("layer1.0.conv1.weight").unwrap();
+        assert_eq!(w.stride(), vec![576, 9, 3, 1], "NCHW unless asked");
+        let before = w.copy();
+        p.use_channels_last();
         assert_eq!(w.size(), vec![64, 64, 3, 3]);
-        assert_eq!(w.stride(), vec![576, 1, 192, 64], "NHWC strides");
+        assert_eq!(w.stride(), vec![576, 1, 192, 64], "NHWC strides, same variable");
+        assert!(w.requires_grad());
+        assert!(w.equal(&before), "values unchanged");
         assert_eq!(p.get("fc.weight").map(|t| t.stride()), None, "headless");
         assert_eq!(p.get("bn1.weight").unwrap().stride(), vec![1]);
         let blobs = p.to_named_blobs("");

@@ -108,7 +108,16 @@ impl Optimizer {
     }
 
     fn buf(&mut self, key: String, like: &Tensor) -> Tensor {
-        self.state.entry(key).or_insert_with(|| like.zeros_like()).shallow_clone()
+        let t = self.state.entry(key).or_insert_with(|| like.zeros_like());
+        // State restored from a checkpoint is NCHW-contiguous while conv weights may be
+        // channels-last (`Params::use_channels_last`): take the parameter's layout once,
+        // so every later update runs on matching strides (vectorized, no gather).
+        if t.stride() != like.stride() && t.size() == like.size() {
+            let mut relaid = like.empty_like();
+            relaid.copy_(t);
+            *t = relaid;
+        }
+        t.shallow_clone()
     }
 
     /// One update with the given learning rate and weight decay.
@@ -244,6 +253,27 @@ mod tests {
         let v = Vec::<f32>::try_from(&b.detach()).unwrap()[0];
         assert!((v - (0.5 * (1.0 - 0.001) - 0.01)).abs() < 1e-6, "{v}");
         assert_eq!(o.state["step.w"].double_value(&[0]), 4.0);
+    }
+
+    /// Momentum restored in NCHW order for a channels-last weight takes the
+    /// weight's strides, and the update is the same as with matching layouts.
+    #[test]
+    fn restored_state_takes_the_parameter_layout() {
+        let run = |channels_last: bool, restored: bool| {
+            let w0 = Tensor::arange(24, (Kind::Float, Device::Cpu)).reshape([2, 3, 2, 2]) / 10.0;
+            let w = if channels_last { w0.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]) } else { w0 }.set_requires_grad(true);
+            let mut o = Optimizer::new(OptimizerKind::Sgd, vec![Slot::new("w".into(), w.shallow_clone(), ParamKind::Weight)]);
+            o.steps = 1;
+            let m = if restored { Tensor::ones([2, 3, 2, 2], (Kind::Float, Device::Cpu)) } else { w.ones_like() };
+            o.state.insert("momentum.w".into(), m);
+            (w.square().sum(Kind::Float) * 0.5).backward();
+            o.step(0.1, 0.01);
+            (o.state["momentum.w"].stride(), w.detach())
+        };
+        let (stride, a) = run(true, true);
+        assert_eq!(stride, vec![12, 1, 6, 3], "momentum follows the weight's NHWC strides");
+        let (_, b) = run(false, false);
+        assert!(a.equal(&b), "same update whatever the layouts");
     }
 
     #[test]

@@ -21,6 +21,7 @@ impl SimClr {
         // "We use a MLP with one hidden layer to obtain z = g(h) = W2 relu(W1 h)" (sec. 2.1); BN as in lightly.
         let head = MlpHead::simclr("projection_head", backbone.embed_dim(), c.proj_hidden, c.proj_out);
         let params = Params::new(specs(&backbone, &[&head]), device);
+        params.use_channels_last();
         Self { backbone, head, params, temperature: c.temperature }
     }
 }
