@@ -6,8 +6,8 @@
 //! `cargo run -p pretext-trainer --example simclr_step_ab -- WEIGHTS VIEWS ROUNDS`
 //! with the bench's `simclr.safetensors` and `simclr.views.safetensors`
 //! (`pretext bench --sections training` writes them). Variant `nchw`: conv
-//! weights stored contiguous (NCHW), the layout before; `channels_last`: the
-//! trainer's default. Env: `THREADS` (libtorch intra-op threads), `ONLY`
+//! weights re-laid contiguous (NCHW), the layout before; `channels_last`:
+//! SimCLR's students as built (`Params::use_channels_last`). Env: `THREADS` (libtorch intra-op threads), `ONLY`
 //! (run one variant). Prints wall and process CPU seconds per step (CPU time
 //! is the steadier figure on a shared machine) and the per-round ratios.
 
