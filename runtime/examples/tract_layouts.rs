@@ -10,13 +10,9 @@ use std::path::PathBuf;
 use ndarray::ArrayD;
 use pretext_runtime::{open_tract_with, ConvLayout, TractOptions};
 
-fn cpu_seconds() -> f64 {
-    // utime + stime of this thread's process, in clock ticks of 1/100 s.
-    let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
+#[path = "common/cpu.rs"]
+mod cpu;
+use cpu::cpu_seconds;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
