@@ -123,7 +123,8 @@ pub fn render(title: &str, subtitle: &[String], groups: &[Group]) -> RgbImage {
     let name_w = groups.iter().flat_map(|g| g.bars.iter()).map(|b| b.system.chars().count()).max().unwrap_or(8) as u32 * CHAR_W + 16;
     let label_w = groups.iter().flat_map(|g| g.bars.iter()).map(|b| b.label.chars().count()).max().unwrap_or(10) as u32 * CHAR_W + 16;
     let bar_max = 360;
-    let width = (16 + name_w + bar_max + label_w).max(title.len() as u32 * CHAR_W + 32);
+    let longest_line = subtitle.iter().map(|s| s.chars().count()).chain([title.chars().count()]).max().unwrap_or(0) as u32;
+    let width = (16 + name_w + bar_max + label_w).max(longest_line * CHAR_W + 32);
     let header = 16 + LINE_H * (1 + subtitle.len() as u32) + 8;
     let height = header + groups.iter().map(|g| LINE_H + 6 + g.bars.len() as u32 * (LINE_H + 2) + 10).sum::<u32>() + 8;
     let mut img = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
@@ -182,6 +183,14 @@ mod tests {
         let b = row_len(Rgb([150, 150, 150]));
         assert_eq!(a, 360);
         assert_eq!(b, 180);
+    }
+
+    #[test]
+    fn the_image_is_wide_enough_for_the_longest_subtitle() {
+        let g = Group { title: "G".into(), bars: vec![Bar { system: "a".into(), value: 1.0, label: "1".into(), is_peer: false }] };
+        let long = "X".repeat(300);
+        let img = render("T", &[long], &[g]);
+        assert!(img.width() >= 300 * CHAR_W + 32, "{} px", img.width());
     }
 
     #[test]
