@@ -30,6 +30,7 @@ impl Byol {
         let proj = MlpHead::two_layer("projection_head", backbone.embed_dim(), c.proj_hidden, c.proj_out);
         let pred = MlpHead::two_layer("prediction_head", c.proj_out, c.proj_hidden, c.proj_out);
         let params = Params::new(specs(&backbone, &[&proj, &pred]), device);
+        params.use_channels_last();
         let teacher = momentum_copy(&params, specs(&backbone, &[&proj]), device);
         Self { backbone, proj, pred, params, teacher, tau: c.tau }
     }

@@ -64,6 +64,7 @@ impl Dino {
         let mut s = backbone.params();
         s.extend(head.params());
         let params = Params::new(s.clone(), device);
+        params.use_channels_last();
         let teacher = momentum_copy(&params, s, device);
         let center = Tensor::zeros([1, c.dino_out], (Kind::Float, device));
         Self { backbone, head, params, teacher, center, pending: vec![], c: c.clone() }

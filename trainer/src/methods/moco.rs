@@ -35,6 +35,7 @@ impl MocoV2 {
             HeadBlock::new(c.proj_hidden, c.proj_out, None, None),
         ]);
         let params = Params::new(specs(&backbone, &[&proj]), device);
+        params.use_channels_last();
         let teacher = momentum_copy(&params, specs(&backbone, &[&proj]), device);
         let queue = Queue::new(c.queue_size, c.proj_out, device);
         Self { backbone, proj, params, teacher, queue, pending: None, tau: c.tau, temperature: c.temperature }

@@ -276,6 +276,8 @@ pub fn ema_update(teacher: &Params, student: &Params, tau: f64) {
 /// A frozen copy of the student's tensors named in `specs`.
 pub(crate) fn momentum_copy(student: &Params, specs: Vec<ParamSpec>, device: Device) -> Params {
     let t = Params::new(specs, device);
+    // Channels-last like the students (`copy_` keeps the destination's layout).
+    t.use_channels_last();
     tch::no_grad(|| {
         for (s, dst) in t.all() {
             let mut dst = dst.shallow_clone();

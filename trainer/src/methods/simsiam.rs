@@ -73,6 +73,7 @@ impl SimSiam {
         specs.extend(proj.params());
         specs.extend(pred.params());
         let params = Params::new(specs, device);
+        params.use_channels_last();
         Self { backbone, proj, pred, params }
     }
 

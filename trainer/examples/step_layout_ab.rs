@@ -1,15 +1,17 @@
-//! Same-run A/B timing of the SimCLR training step (`pretext bench`'s
+//! Same-run A/B timing of a training step, NCHW vs channels-last conv weights: by default the SimCLR step (`pretext bench`'s
 //! training row: ResNet-18 CIFAR + 512-512-128 head, SGD momentum 0.9,
 //! lr 0.03, wd 5e-4 on weights), alternating two variants step by step so
 //! both see the same machine load.
 //!
-//! `cargo run -p pretext-trainer --example simclr_step_ab -- WEIGHTS VIEWS ROUNDS`
+//! `cargo run -p pretext-trainer --example step_layout_ab -- WEIGHTS VIEWS ROUNDS`
 //! with the bench's `simclr.safetensors` and `simclr.views.safetensors`
 //! (`pretext bench --sections training` writes them). Variant `nchw`: conv
 //! weights re-laid contiguous (NCHW), the layout before; `channels_last`:
 //! SimCLR's students as built (`Params::use_channels_last`). Env: `THREADS` (libtorch intra-op threads), `ONLY`
 //! (run one variant). Prints wall and process CPU seconds per step (CPU time
 //! is the steadier figure on a shared machine) and the per-round ratios.
+//! `METHOD` = byol, moco or simsiam (two-view methods) times that method's
+//! step instead, from a seeded random init, teacher re-laid too.
 
 use std::time::Instant;
 
@@ -18,18 +20,22 @@ use pretext_trainer::methods::{self, Method, MethodConfig, StepCtx};
 use pretext_trainer::optim::{Optimizer, OptimizerKind, Slot};
 use tch::{Device, Tensor};
 
-fn build(weights: &str, nchw: bool) -> (Box<dyn Method>, Optimizer) {
+fn build(method_name: &str, weights: &str, nchw: bool) -> (Box<dyn Method>, Optimizer) {
     let backbone = Backbone::new(&BackboneConfig::from_name("resnet18-cifar").unwrap());
-    let mut mc = MethodConfig::preset("simclr", backbone.embed_dim()).unwrap();
+    let mut mc = MethodConfig::preset(method_name, backbone.embed_dim()).unwrap();
     mc.proj_hidden = 512;
     mc.proj_out = 128;
     mc.temperature = 0.5;
+    // Both variants start from the same random init (other methods' heads are not in WEIGHTS).
+    tch::manual_seed(0);
     let method = methods::build(&mc, backbone, Device::Cpu).unwrap();
     let mut slots = Vec::new();
     for (_, params) in method.students() {
-        params.load_safetensors(std::path::Path::new(weights), "", true).unwrap();
+        if method_name == "simclr" {
+            params.load_safetensors(std::path::Path::new(weights), "", true).unwrap();
+        }
         // Same variables, data swapped for an NCHW-contiguous copy (the layout before channels-last).
-        for (_, t) in params.all().into_iter().filter(|(_, t)| nchw && t.dim() == 4) {
+        for (_, t) in params.all().into_iter().chain(method.teacher().map(|t| t.all()).unwrap_or_default()).filter(|(_, t)| nchw && t.dim() == 4) {
             let mut t = t.shallow_clone();
             let c = t.contiguous();
             tch::no_grad(|| t.set_data(&c));
@@ -62,7 +68,8 @@ fn main() {
     let x = Tensor::read_safetensors(views).unwrap().into_iter().find(|(n, _)| n == "x").unwrap().1;
     let b = x.size()[0] / 2;
     let views = [x.narrow(0, 0, b), x.narrow(0, b, b)];
-    let mut variants = vec![("nchw", build(weights, true)), ("channels_last", build(weights, false))];
+    let method_name = std::env::var("METHOD").unwrap_or_else(|_| "simclr".into());
+    let mut variants = vec![("nchw", build(&method_name, weights, true)), ("channels_last", build(&method_name, weights, false))];
     if let Ok(only) = std::env::var("ONLY") {
         variants.retain(|v| v.0 == only);
     }
