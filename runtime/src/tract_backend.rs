@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, CowArray, IxDyn};
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
@@ -288,14 +288,16 @@ impl TractBackend {
     }
 
     /// Runs a plan on one input with the given executor and converts the outputs to f32 arrays.
-    fn run_plan(&self, plan: &Plan, executor: Executor, input: ArrayD<f32>) -> Result<Vec<ArrayD<f32>>, RuntimeError> {
+    /// `input` is borrowed or owned so that each path copies it at most once (a split
+    /// batch's image is a view; the NHWC transpose is the copy).
+    fn run_plan(&self, plan: &Plan, executor: Executor, input: CowArray<'_, f32, IxDyn>) -> Result<Vec<ArrayD<f32>>, RuntimeError> {
         let shape = input.shape().to_vec();
         let run_err = |e: TractError| RuntimeError::Run { backend: "tract".into(), shape: shape.clone(), reason: format!("{e:#}") };
         // A channel-last plan takes NHWC (see `tract_layout::channel_last_input`).
         let input = if plan.model().properties.contains_key(crate::tract_layout::NHWC_INPUT) {
-            input.permuted_axes(vec![0, 2, 3, 1]).as_standard_layout().into_owned()
+            input.view().permuted_axes(vec![0, 2, 3, 1]).as_standard_layout().into_owned()
         } else {
-            input
+            input.into_owned()
         };
         let out = multithread_tract_scope(executor, || plan.run(tvec!(Tensor::from(input).into_tvalue()))).map_err(run_err)?;
         out.into_iter()
@@ -330,8 +332,8 @@ impl TractBackend {
             (0..n)
                 .into_par_iter()
                 .map(|i| {
-                    let x = input.slice_axis(ndarray::Axis(0), ndarray::Slice::from(i..i + 1)).to_owned();
-                    self.run_plan(&plan, Executor::SingleThread, x)
+                    let x = input.slice_axis(ndarray::Axis(0), ndarray::Slice::from(i..i + 1));
+                    self.run_plan(&plan, Executor::SingleThread, x.into())
                 })
                 .collect::<Result<_, _>>()
         })?;
@@ -363,7 +365,7 @@ impl Backend for TractBackend {
         }
         let plan = self.plan_for(&shape)?;
         let executor = if on_worker { Executor::SingleThread } else { self.executor.clone() };
-        self.run_plan(&plan, executor, input)
+        self.run_plan(&plan, executor, input.into())
     }
 
     fn output_names(&self) -> &[String] {
