@@ -14,12 +14,15 @@ if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
 fi
 req="$root/scripts/requirements.txt"
+# The bench peers and fixture oracles (faiss, timm, lightly) too, so that every
+# command the README shows works after it with no extra install step.
+req_bench="$root/scripts/requirements-bench.txt"
 stamp="$venv/.pretext-requirements.sha256"
-want="$(sha256sum "$req" | cut -d' ' -f1)"
+want="$(cat "$req" "$req_bench" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing Python requirements (torch is large: a few minutes the first time)"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -r "$req"
+  "$venv/bin/pip" install -q -r "$req" -r "$req_bench"
   echo "$want" > "$stamp"
 fi
 
