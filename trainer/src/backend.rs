@@ -70,7 +70,13 @@ impl Params {
     /// BYOL 1.18x, MoCo 1.13x, SimSiam 1.14x faster.
     /// Call it before the optimizer creates its state, so momentum buffers
     /// (`zeros_like`) take the same layout.
+    ///
+    /// A no-op where [`channels_last_is_safe`] says libtorch's NHWC backward
+    /// is broken (CPUs without AVX-512).
     pub fn use_channels_last(&self) {
+        if !channels_last_is_safe() {
+            return;
+        }
         tch::no_grad(|| {
             for s in self.specs.iter().filter(|s| s.kind == ParamKind::Weight && s.shape.len() == 4) {
                 let mut t = self.map[&s.name].shallow_clone();
@@ -250,6 +256,26 @@ fn init_tensor(s: &ParamSpec, device: Device) -> Tensor {
 /// weight returns channels-last output, whatever the input layout), which
 /// oneDNN computes without reordering activations at each op. Readers go
 /// through `contiguous()`, so checkpoints stay NCHW.
+/// Whether libtorch's channels-last convolution backward can be trusted on
+/// this CPU. On AVX2-only x86 CPUs (no AVX-512), torch 2.11's backward of a
+/// strided 1x1 convolution over channels-last activations with fewer than 8
+/// input channels corrupts the heap ("double free or corruption", or silently
+/// wrong gradients: the width-4 step-equivalence fixtures failed). Python
+/// reproduces it with `F.conv2d(x, w, stride=2).sum().backward()` for x
+/// (8, 4, 16, 16) in `torch.channels_last` and w (8, 4, 1, 1). Channels-last
+/// was measured, and the fixtures pass, on AVX-512 CPUs; elsewhere training
+/// stays NCHW (the same results, without the 1.1-1.2x step speed-up).
+pub fn channels_last_is_safe() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 pub fn channels_last(t: &Tensor) -> Tensor {
     t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
 }
