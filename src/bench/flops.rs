@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use pretext_models::{Backbone, ConvArgs, Ops};
+use pretext_models::{Backbone, ConvArgs, ConvTransposeArgs, Ops, UpsampleMode};
 
 /// Dense MACs and elementwise op count of one forward pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -168,6 +168,27 @@ impl Ops for Counter {
     }
     fn bicubic_resize(&mut self, _: &str, x: &Self::T, hw: [i64; 2]) -> Self::T {
         vec![x[0], x[1], hw[0], hw[1]]
+    }
+    fn l2_normalize(&mut self, _: &str, _: &Self::T, _: f64) -> Self::T {
+        todo!()
+    }
+    fn batch_norm_plain(&mut self, _: &str, _: &Self::T, _: &Self::T, _: &Self::T, _: f64, _: f64) -> Self::T {
+        todo!()
+    }
+    fn batch_norm_batch_stats(&mut self, _: &str, _: &Self::T, _: Option<&Self::T>, _: Option<&Self::T>, _: f64) -> Self::T {
+        todo!()
+    }
+    fn gather_tokens(&mut self, _: &str, _: &Self::T, _: &Self::T) -> Self::T {
+        todo!()
+    }
+    fn masked_blend(&mut self, _: &str, _: &Self::T, _: &Self::T, _: &Self::T) -> Self::T {
+        todo!()
+    }
+    fn upsample(&mut self, _: &str, _: &Self::T, _: i64, _: UpsampleMode) -> Self::T {
+        todo!()
+    }
+    fn conv_transpose2d(&mut self, _: &str, _: &Self::T, _: &Self::T, _: Option<&Self::T>, _: ConvTransposeArgs) -> Self::T {
+        todo!()
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use pretext_models::{ConvArgs, Init, Ops, ParamKind, ParamSpec};
+use pretext_models::{ConvArgs, ConvTransposeArgs, Init, Ops, ParamKind, ParamSpec, UpsampleMode};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -342,6 +342,27 @@ impl Ops for TchOps<'_> {
     }
     fn bicubic_resize(&mut self, _: &str, x: &Tensor, hw: [i64; 2]) -> Tensor {
         x.upsample_bicubic2d(hw, false, None, None)
+    }
+    fn l2_normalize(&mut self, _: &str, _: &Tensor, _: f64) -> Tensor {
+        todo!()
+    }
+    fn batch_norm_plain(&mut self, _: &str, _: &Tensor, _: &Tensor, _: &Tensor, _: f64, _: f64) -> Tensor {
+        todo!()
+    }
+    fn batch_norm_batch_stats(&mut self, _: &str, _: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>, _: f64) -> Tensor {
+        todo!()
+    }
+    fn gather_tokens(&mut self, _: &str, _: &Tensor, _: &Tensor) -> Tensor {
+        todo!()
+    }
+    fn masked_blend(&mut self, _: &str, _: &Tensor, _: &Tensor, _: &Tensor) -> Tensor {
+        todo!()
+    }
+    fn upsample(&mut self, _: &str, _: &Tensor, _: i64, _: UpsampleMode) -> Tensor {
+        todo!()
+    }
+    fn conv_transpose2d(&mut self, _: &str, _: &Tensor, _: &Tensor, _: Option<&Tensor>, _: ConvTransposeArgs) -> Tensor {
+        todo!()
     }
 }
 
