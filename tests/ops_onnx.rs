@@ -129,6 +129,7 @@ fn check_close(tag: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, tol: f32) {
     assert_eq!(got.shape(), want.shape(), "{tag}: shape");
     let err = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0f32, |m, e| if e.is_nan() || m.is_nan() { f32::NAN } else { m.max(e) });
     let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    eprintln!("{tag}: max abs error {err:.2e} (reference max {scale:.2})");
     assert!(err <= tol * scale, "{tag}: max abs error {err:.3e} above {:.1e}", tol * scale);
 }
 
