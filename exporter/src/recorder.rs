@@ -265,7 +265,8 @@ impl Ops for OnnxOps<'_> {
     }
     fn l2_normalize(&mut self, name: &str, x: &String, eps: f64) -> String {
         // x / max(ReduceL2(x), eps), F.normalize's form; of an initializer
-        // (weight norm) it folds to a constant.
+        // (weight norm) it folds to a constant. In fp16 a row below fp16's
+        // range (norm < ~6e-8) flushes to 0 and 0 / eps can be NaN on tract.
         let r = self.rank(x);
         let norm = self.reduce(&format!("{name}.norm"), "ReduceL2", x, &[-1], r);
         let e = self.constant(&format!("{name}.eps"), Const::scalar_f32(eps as f32));
