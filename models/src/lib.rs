@@ -13,7 +13,7 @@ pub mod vit;
 
 pub use heads::{Act, HeadBlock, MlpHead, Norm};
 pub use mobilenet::{MobileNetV2, MobileNetV2Config};
-pub use ops::{ConvArgs, Init, Ops, ParamKind, ParamSpec};
+pub use ops::{ConvArgs, ConvTransposeArgs, Init, Ops, ParamKind, ParamSpec, UpsampleMode};
 pub use resnet::{ResNet, ResNetConfig, Stem};
 pub use vit::{Vit, VitConfig};
 

@@ -75,6 +75,25 @@ pub struct ConvArgs {
     pub groups: i64,
 }
 
+/// Transposed-convolution hyper-parameters (`nn.ConvTranspose2d`, symmetric padding).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvTransposeArgs {
+    pub stride: i64,
+    pub padding: i64,
+    pub output_padding: i64,
+    pub dilation: i64,
+    pub groups: i64,
+}
+
+/// Interpolation of [`Ops::upsample`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UpsampleMode {
+    /// `mode="nearest"`: out[i] = in[floor(i / s)].
+    Nearest,
+    /// `mode="bilinear", align_corners=False` (half-pixel centres, edges clamped).
+    Bilinear,
+}
+
 /// The op set. `T` is the backend's tensor handle.
 pub trait Ops {
     type T;
@@ -146,6 +165,32 @@ pub trait Ops {
     /// position embeddings for another resolution; the exporter folds it into
     /// a frozen initializer.
     fn bicubic_resize(&mut self, name: &str, x: &Self::T, out_hw: [i64; 2]) -> Self::T;
+
+    /// `F.normalize(x, dim=-1, eps)`: x / max(||x||_2, eps) over the last dim.
+    ///
+    /// Weight normalisation (DINO's last layer, `weight_norm` with g fixed to
+    /// 1) is a composition: `l2_normalize` of the weight `param` (out, in),
+    /// rows normalised, then `linear`. The exporter folds it into a constant.
+    fn l2_normalize(&mut self, name: &str, x: &Self::T, eps: f64) -> Self::T;
+    /// BatchNorm over dim 1 of (N, C) or (N, C, H, W) without affine parameters (`affine=False`):
+    /// batch statistics (and running-buffer update, PyTorch convention) in training, running statistics otherwise.
+    fn batch_norm_plain(&mut self, name: &str, x: &Self::T, running_mean: &Self::T, running_var: &Self::T, momentum: f64, eps: f64) -> Self::T;
+    /// BatchNorm that always normalises with the statistics of the batch (`track_running_stats=False`), in training and
+    /// in inference (the exported graph computes them too), with optional affine weight and bias.
+    fn batch_norm_batch_stats(&mut self, name: &str, x: &Self::T, weight: Option<&Self::T>, bias: Option<&Self::T>, eps: f64) -> Self::T;
+    /// x (B, N, D), ids (B, K) int64 -> (B, K, D) with out[b, k] = x[b, ids[b, k]]
+    /// (`torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, D))`).
+    ///
+    /// MAE's decoder un-shuffle needs no other op: `concat([kept (B, K, D),
+    /// expand_batch(mask_token) (B, 1, D)], 1)` then `gather_tokens` with
+    /// `ids_restore.clamp(max=K)` (every masked position reads row K, the mask token).
+    fn gather_tokens(&mut self, name: &str, x: &Self::T, ids: &Self::T) -> Self::T;
+    /// mask (B, N) (1 = replace, 0 = keep, float), x (B, N, D), token (1, 1, D) -> x * (1 - mask) + token * mask (MAE/SimMIM mask tokens).
+    fn masked_blend(&mut self, name: &str, mask: &Self::T, x: &Self::T, token: &Self::T) -> Self::T;
+    /// Upsampling of (N, C, H, W) by an integer factor, `F.interpolate(scale_factor=s, mode=...)`; bilinear is align_corners=False.
+    fn upsample(&mut self, name: &str, x: &Self::T, scale: i64, mode: UpsampleMode) -> Self::T;
+    /// `nn.ConvTranspose2d`: weight (in, out/groups, kh, kw), symmetric padding, output_padding, groups.
+    fn conv_transpose2d(&mut self, name: &str, x: &Self::T, w: &Self::T, b: Option<&Self::T>, args: ConvTransposeArgs) -> Self::T;
 }
 
 /// Joins a module path and a child name: `join("layer1.0", "conv1")`.

@@ -84,6 +84,13 @@ impl pretext_models::Ops for Calibrate<'_> {
     fn slice(&mut self, n: &str, x: &Tensor, d: i64, s: i64, e: i64) -> Tensor { self.0.slice(n, x, d, s, e) }
     fn expand_batch(&mut self, n: &str, x: &Tensor, l: &Tensor) -> Tensor { self.0.expand_batch(n, x, l) }
     fn bicubic_resize(&mut self, n: &str, x: &Tensor, hw: [i64; 2]) -> Tensor { self.0.bicubic_resize(n, x, hw) }
+    fn l2_normalize(&mut self, n: &str, x: &Tensor, eps: f64) -> Tensor { self.0.l2_normalize(n, x, eps) }
+    fn batch_norm_plain(&mut self, n: &str, x: &Tensor, m: &Tensor, v: &Tensor, _: f64, eps: f64) -> Tensor { self.0.batch_norm_plain(n, x, m, v, 1.0, eps) }
+    fn batch_norm_batch_stats(&mut self, n: &str, x: &Tensor, w: Option<&Tensor>, b: Option<&Tensor>, eps: f64) -> Tensor { self.0.batch_norm_batch_stats(n, x, w, b, eps) }
+    fn gather_tokens(&mut self, n: &str, x: &Tensor, ids: &Tensor) -> Tensor { self.0.gather_tokens(n, x, ids) }
+    fn masked_blend(&mut self, n: &str, m: &Tensor, x: &Tensor, t: &Tensor) -> Tensor { self.0.masked_blend(n, m, x, t) }
+    fn upsample(&mut self, n: &str, x: &Tensor, s: i64, m: pretext_models::UpsampleMode) -> Tensor { self.0.upsample(n, x, s, m) }
+    fn conv_transpose2d(&mut self, n: &str, x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: pretext_models::ConvTransposeArgs) -> Tensor { self.0.conv_transpose2d(n, x, w, b, a) }
 }
 
 fn to_tensor(x: &ArrayD<f32>) -> Tensor {
