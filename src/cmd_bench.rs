@@ -664,7 +664,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     print_table(&report, &rows);
     let png = dir.join("bench.png");
     let subtitle = [
-        format!("{}, {} threads per system, same weights and inputs; {} on {}", utc_now(), a.threads, report["machine"]["cpu"].as_str().unwrap_or(""), report["machine"]["logical_cpus"]),
+        format!("{}, {} threads per system, same weights and inputs; {}, {} logical CPUs", utc_now(), a.threads, report["machine"]["cpu"].as_str().unwrap_or(""), report["machine"]["logical_cpus"]),
         format!("Systems take turns in {} rounds per case; a ratio is the median of the per-round ratios, its bar the bootstrap 95% interval.", p.rounds),
         "Met: the whole interval on the good side of the limit; missed: on the bad side; undecided: it straddles the limit.".to_string(),
     ];

@@ -48,6 +48,8 @@ struct Lines {
     base: Option<(u64, Instant)>,
     start: Instant,
     last: Instant,
+    /// The position of the last line printed.
+    shown: Option<u64>,
     done: bool,
 }
 
@@ -70,7 +72,7 @@ impl Progress {
     /// Plain lines whatever the terminal, every `interval`.
     pub fn lines(what: &str, total: u64, interval: Duration) -> Self {
         let now = Instant::now();
-        Self(Arc::new(Kind::Lines(Mutex::new(Lines { what: what.to_string(), total, pos: 0, msg: String::new(), interval, base: None, start: now, last: now, done: false }))))
+        Self(Arc::new(Kind::Lines(Mutex::new(Lines { what: what.to_string(), total, pos: 0, msg: String::new(), interval, base: None, start: now, last: now, shown: None, done: false }))))
     }
 
     /// Shows nothing (`--quiet`).
@@ -89,6 +91,7 @@ impl Progress {
                 }
                 if l.last.elapsed() >= l.interval && !l.done {
                     l.last = Instant::now();
+                    l.shown = Some(l.pos);
                     eprintln!("{}", l.line());
                 }
             }
@@ -148,7 +151,7 @@ impl Progress {
             Kind::Bar(b) => bar(b),
             Kind::Lines(l) => {
                 let mut l = l.lock().unwrap_or_else(|e| e.into_inner());
-                if !l.done && last_line && l.start.elapsed() >= l.interval {
+                if !l.done && last_line && l.start.elapsed() >= l.interval && l.shown != Some(l.pos) {
                     eprintln!("{} (done)", l.line());
                 }
                 l.done = true;
@@ -166,7 +169,10 @@ impl Lines {
         if self.total > 0 {
             s += &format!("/{} ({:.0}%)", self.total, 100.0 * self.pos as f64 / self.total as f64);
         }
-        s += &format!(" {}/s, {} elapsed", fmt_rate(rate), hms(elapsed));
+        if rate > 0.0 {
+            s += &format!(" {}/s,", fmt_rate(rate));
+        }
+        s += &format!(" {} elapsed", hms(elapsed));
         if self.total > self.pos && rate > 0.0 {
             s += &format!(", ETA {}", hms((self.total - self.pos) as f64 / rate));
         }

@@ -52,6 +52,20 @@ fn x_range(targets: &[Target]) -> (f64, f64) {
     (lo.min(0.9) / 1.25, hi.max(1.1) * 1.25)
 }
 
+/// Round ratios inside the x range for the log axis' labels.
+fn ticks(x0: f64, x1: f64) -> Vec<f64> {
+    let mut v = Vec::new();
+    for e in -3..=3 {
+        for m in [1.0, 1.5, 2.0, 3.0, 5.0] {
+            let t = if e < 0 { m / 10f64.powi(-e) } else { m * 10f64.powi(e) };
+            if t >= x0 && t <= x1 {
+                v.push(t);
+            }
+        }
+    }
+    v
+}
+
 /// Draws the chart into `path`.
 pub fn write_png(path: &Path, title: &str, subtitle: &[String], targets: &[Target]) -> Result<()> {
     let name_w = targets.iter().map(|t| font::text_width(&t.target, 13.0)).max().unwrap_or(100) + 24;
@@ -82,7 +96,7 @@ fn draw(root: &Area, title: &str, subtitle: &[String], targets: &[Target], name_
     let (x0, x1) = x_range(targets);
     // Row i of the list is drawn at the top: segment n - 1 - i.
     let row = |i: usize| SegmentValue::CenterOf(n - 1 - i as i32);
-    let mut c = ChartBuilder::on(&plot).margin_right(24).margin_top(4).x_label_area_size(44).y_label_area_size(name_w).build_cartesian_2d((x0..x1).log_scale(), (0..n).into_segmented())?;
+    let mut c = ChartBuilder::on(&plot).margin_right(24).margin_top(4).x_label_area_size(44).y_label_area_size(name_w).build_cartesian_2d((x0..x1).log_scale().with_key_points(ticks(x0, x1)), (0..n).into_segmented())?;
     c.configure_mesh()
         .light_line_style(RGBColor(240, 240, 240))
         .bold_line_style(RGBColor(220, 220, 220))
@@ -90,7 +104,7 @@ fn draw(root: &Area, title: &str, subtitle: &[String], targets: &[Target], name_
         .axis_desc_style(font::style(14.0, BLACK))
         .label_style(font::style(13.0, BLACK))
         .x_labels(10)
-        .x_label_formatter(&|v| format!("{v:.2}x"))
+        .x_label_formatter(&|v| format!("{}x", (v * 1000.0).round() / 1000.0))
         .y_labels(n as usize)
         .y_label_formatter(&|v| match v {
             SegmentValue::CenterOf(k) => targets.get((n - 1 - k) as usize).map(|t| t.target.clone()).unwrap_or_default(),
@@ -100,7 +114,7 @@ fn draw(root: &Area, title: &str, subtitle: &[String], targets: &[Target], name_
     for (i, t) in targets.iter().enumerate() {
         // The limit: a black tick across the row, in pixels.
         let (px, py) = c.backend_coord(&(t.limit, row(i)));
-        plot.draw(&PathElement::new([(px, py - 11), (px, py + 11)], BLACK.stroke_width(2)))?;
+        root.draw(&PathElement::new([(px, py - 11), (px, py + 11)], BLACK.stroke_width(2)))?;
         let Some(r) = t.ratio else { continue };
         let col = colour(t.verdict);
         c.draw_series(std::iter::once(PathElement::new([(r.lo.max(x0), row(i)), (r.hi.min(x1), row(i))], col.stroke_width(4))))?;
@@ -147,12 +161,19 @@ mod tests {
         let img = image::open(&p).unwrap().to_rgb8();
         assert!(img.width() >= font::text_width("c: a longer name, missed", 13.0) + 560, "{} px wide", img.width());
         assert!((200..800).contains(&img.height()), "{} px high", img.height());
-        let count = |c: RGBColor| img.pixels().filter(|p| p.0 == [c.0, c.1, c.2]).count();
+        // Pixels of each verdict's colour above the legend strip (the last 40 px).
+        let count = |c: RGBColor| img.enumerate_pixels().filter(|(_, y, p)| *y < img.height() - 40 && p.0 == [c.0, c.1, c.2]).count();
         for (c, what) in [(MET, "met"), (UNDECIDED, "undecided"), (MISSED, "missed")] {
             assert!(count(c) > 80, "{what}: {} px", count(c));
         }
-        // x covers every interval and limit.
+        // The limits (1x and 3x): black ticks 22 px high, 2 px wide, right of
+        // the y axis, where no text or axis line is that tall.
+        let left = font::text_width("c: a longer name, missed", 13.0) + 34;
+        let tall = (left..img.width()).filter(|&x| (0..img.height() - 40).filter(|&y| img.get_pixel(x, y).0 == [0, 0, 0]).count() >= 20).count();
+        assert!(tall >= 4, "{tall} limit tick columns");
+        // x covers every interval and limit, with round labels.
         let (x0, x1) = x_range(&t);
         assert!(x0 < 0.45 && x1 > 4.5, "{x0}..{x1}");
+        assert_eq!(ticks(x0, x1), vec![0.5, 1.0, 1.5, 2.0, 3.0, 5.0]);
     }
 }
