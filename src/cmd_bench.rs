@@ -445,7 +445,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let x = systems::input_batch(case, b)?;
             let mut m: Vec<Measured> = names.iter().map(|s| Measured::new(&case.name, b, s)).collect();
             let bar = Progress::new(&format!("bench {} b{b}", case.name), p.rounds as u64 + 1);
-            bar.set_message("rounds");
             for round in 0..=p.rounds {
                 let t = if round == 0 { WARMUP } else { block };
                 for (system, m) in names.iter().zip(m.iter_mut()) {

@@ -96,7 +96,7 @@ fn draw(root: &Area, title: &str, subtitle: &[String], targets: &[Target], name_
     let (x0, x1) = x_range(targets);
     // Row i of the list is drawn at the top: segment n - 1 - i.
     let row = |i: usize| SegmentValue::CenterOf(n - 1 - i as i32);
-    let mut c = ChartBuilder::on(&plot).margin_right(24).margin_top(4).x_label_area_size(44).y_label_area_size(name_w).build_cartesian_2d((x0..x1).log_scale().with_key_points(ticks(x0, x1)), (0..n).into_segmented())?;
+    let mut c = ChartBuilder::on(&plot).margin_right(24).margin_top(4).x_label_area_size(44).y_label_area_size(name_w).build_cartesian_2d((x0..x1).log_scale().with_key_points(ticks(x0, x1)), (0..(n - 1).max(1)).into_segmented())?;
     c.configure_mesh()
         .light_line_style(RGBColor(240, 240, 240))
         .bold_line_style(RGBColor(220, 220, 220))

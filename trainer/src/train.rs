@@ -192,7 +192,9 @@ impl Split {
 
 /// Loads `train` and `test` splits through the data crate.
 pub fn load_splits(path: &Path) -> Result<(Split, Option<Split>, String), TrainError> {
-    let ds = pretext_data::Dataset::open(path, &pretext_data::OpenOptions::default()).map_err(|e| TrainError::Data(e.to_string()))?;
+    let bar = pretext_data::progress::Progress::new("decode", 0);
+    let ds = pretext_data::Dataset::open(path, &pretext_data::OpenOptions { progress: Some(bar.callback()), ..Default::default() }).map_err(|e| TrainError::Data(e.to_string()))?;
+    bar.finish_and_clear();
     let get = |name: &str| -> Result<Option<Split>, TrainError> {
         let Some(s) = ds.split(name) else { return Ok(None) };
         let (px, [n, h, w, _]) = s.images_nhwc().ok_or_else(|| TrainError::Data(format!("{}: split '{name}' has images of different sizes", path.display())))?;
