@@ -72,6 +72,12 @@ fn ranges(chart: &LineChart) -> ((f64, f64), (f64, f64)) {
     if x1 - x0 < 1e-12 {
         x1 = x0 + 1.0;
     }
+    // Start at 0 when the data nearly does (a tick at the origin), and leave
+    // 2% on the right so the last point is drawn whole.
+    if x0 > 0.0 && x0 < 0.05 * (x1 - x0) {
+        x0 = 0.0;
+    }
+    x1 += 0.02 * (x1 - x0);
     let pad = ((y1 - y0) * 0.05).max(1e-6);
     ((x0, x1), (y0 - pad, y1 + pad))
 }
@@ -155,7 +161,7 @@ mod tests {
         let p = dir.path().join("p.png");
         let s = [Series { name: "a", points: vec![(0.0, 1.0), (1.0, 2.0), (2.0, f64::NAN)] }, Series { name: "b", points: vec![] }];
         let ((x0, x1), (y0, y1)) = line_plot(&p, &chart(&s, &[]), 400, 300).unwrap();
-        assert_eq!((x0, x1), (0.0, 1.0));
+        assert_eq!((x0, x1), (0.0, 1.02));
         assert!(y0 < 1.0 && y1 > 2.0);
         let img = image::open(&p).unwrap().to_rgb8();
         assert_eq!(img.height(), 300 + LEGEND_ROW + 8, "one legend row under the plot");
