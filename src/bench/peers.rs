@@ -95,3 +95,47 @@ impl Drop for Peer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for bench_peers.py speaking the same protocol.
+    const FAKE: &str = r#"
+import json, sys
+spec = json.load(open(sys.argv[1]))
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["cmd"] == "finish":
+        json.dump({"versions": spec["tag"]}, open(sys.argv[2], "w"))
+        print(json.dumps({"done": True}), flush=True)
+        break
+    if req["cmd"] == "train":
+        print(json.dumps({"times_s": [0.5] * req["steps"], "losses": [1.0] * req["steps"]}), flush=True)
+    else:
+        print(json.dumps({"times_s": [req["batch"] / 1000, req["timing"]["budget_s"]]}), flush=True)
+"#;
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake.py");
+        std::fs::write(&script, FAKE).unwrap();
+        let mut p = Peer::start(Path::new("python3"), &script, &dir.path().join("spec.json"), &json!({"tag": "x"}), &dir.path().join("out.json"), 1).unwrap();
+        let t = Timing { warmup: 0, min_iters: 1, max_iters: 1, budget_s: 0.25 };
+        assert_eq!(p.time("pytorch_eager", "resnet18-cifar", 8, &t).unwrap(), vec![0.008, 0.25]);
+        assert_eq!(p.train("pytorch", 2, true).unwrap(), (vec![0.5, 0.5], vec![1.0, 1.0]));
+        assert_eq!(p.finish().unwrap()["versions"], "x");
+    }
+
+    #[test]
+    fn a_peer_that_dies_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("dies.py");
+        std::fs::write(&script, "import sys; sys.exit(3)\n").unwrap();
+        let e = Peer::start(Path::new("python3"), &script, &dir.path().join("spec.json"), &json!({}), &dir.path().join("out.json"), 1).err().unwrap();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("dies.py") && msg.contains("exited") && msg.contains("setup"), "{msg}");
+    }
+}
