@@ -1,10 +1,22 @@
 #!/usr/bin/env python3
 """Python peers for `pretext bench`: what a user would run instead.
 
-Reads a JSON spec written by `pretext bench` (weights, inputs, thread count,
-timing budget), runs the peers on the SAME safetensors weights and inputs,
-and writes raw per-iteration times (seconds) as JSON; the Rust side computes
-every statistic so both sides are summarised identically.
+Reads a JSON spec written by `pretext bench` (weights, inputs, thread count),
+sets the peers up on the SAME safetensors weights and inputs, then serves
+timing requests so that `pretext bench` can interleave them with its own
+systems round by round (A B C A B C ...): a machine whose speed drifts slows
+every system of a round alike, and per-round ratios cancel the drift.
+
+Protocol (one JSON object per line): after setup the script writes
+{"ready": true} on stdout, then answers each request read on stdin:
+  {"cmd": "time", "system": S, "case": MODEL, "batch": B, "timing": {...}}  -> {"times_s": [...]}
+  {"cmd": "time", "system": "faiss_flat_ip", "case": "knn", "timing": {...}} -> {"times_s": [...]}
+      one timed block (warm-up, then iterations until min_iters and budget_s)
+  {"cmd": "train", "system": S, "case": "training", "steps": N, "timed": bool}
+      -> {"times_s": [...], "losses": [...]}: the next N steps of S's trajectory
+  {"cmd": "finish"}  -> writes OUT.json (outputs, versions, flop counts) and {"done": true}
+Anything else on stdout (a library's print) goes to stderr instead.
+The Rust side computes every statistic, so both sides are summarised alike.
 
 Peers:
   inference  pytorch_eager     torchvision / timm model, eval mode, torch.inference_mode
@@ -14,10 +26,10 @@ Peers:
                                projection head (Linear-BN-ReLU-Linear-BN),
                                NT-Xent, SGD momentum, weight decay on weights only
              pytorch_channels_last  the same with the backbone and inputs in
-                               torch.channels_last (steps alternate with `pytorch`)
+                               torch.channels_last
   knn        faiss_flat_ip     faiss.IndexFlatIP exact search, top-k
 
-Usage: bench_peers.py SPEC.json OUT.json
+Usage: bench_peers.py SPEC.json OUT.json  (requests on stdin, replies on stdout)
 """
 import json
 import os
@@ -94,7 +106,9 @@ class Timer:
 
 # ------------------------------------------------------------------ inference
 
-def bench_inference(spec, timer, out, flops):
+def setup_inference(spec, handlers, finishers, flops):
+    """Builds the model, exports it with torch.onnx and opens ORT; registers
+    one timed block per (system, batch) request."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -129,29 +143,41 @@ def bench_inference(spec, timer, out, flops):
             if spec.get("ort_spinning", "default") in ("on", "off"):
                 so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spec["ort_spinning"] == "on" else "0")
             sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
-        # System by system, with a pause so the previous one's spinning threads park.
-        if "pytorch_eager" in systems:
-            time.sleep(0.3)
-            for b in m["batches"]:
-                xt = torch.from_numpy(np.ascontiguousarray(x_all[:b]))
+
+        def eager(b, model=model, x_all=x_all):
+            xt = torch.from_numpy(np.ascontiguousarray(x_all[:b]))
+
+            def run():
                 with torch.inference_mode():
-                    times = timer.run(lambda: model(xt))
-                    y = model(xt).numpy()
-                out.append({"system": "pytorch_eager", "model": name, "batch": b, "times_s": times})
-                outputs[f"{name}/pytorch_eager/{b}"] = y
-                log(f"{name} b{b} pytorch_eager p50 {sorted(times)[len(times) // 2] * 1e3:.1f} ms ({len(times)} it)")
+                    return model(xt).numpy()
+            return run
+
+        def onnx_ort(b, sess=sess, x_all=x_all):
+            x = np.ascontiguousarray(x_all[:b])
+            return lambda: sess.run(None, {"input": x})[0]
+
+        runs = {}
+        if "pytorch_eager" in systems:
+            runs["pytorch_eager"] = eager
         if sess is not None:
-            time.sleep(0.3)
+            runs["torch_onnx_ort"] = onnx_ort
+        for system, make in runs.items():
+            cache = {}
+
+            def block(req, make=make, cache=cache):
+                b = int(req["batch"])
+                if b not in cache:
+                    cache[b] = make(b)
+                return {"times_s": Timer(req["timing"]).run(cache[b])}
+            handlers[(system, name)] = block
             for b in m["batches"]:
-                x = np.ascontiguousarray(x_all[:b])
-                times = timer.run(lambda: sess.run(None, {"input": x}))
-                y = sess.run(None, {"input": x})[0]
-                out.append({"system": "torch_onnx_ort", "model": name, "batch": b, "times_s": times})
-                outputs[f"{name}/torch_onnx_ort/{b}"] = y
-                log(f"{name} b{b} torch_onnx_ort p50 {sorted(times)[len(times) // 2] * 1e3:.1f} ms ({len(times)} it)")
-    if inf.get("outputs"):
-        from safetensors.numpy import save_file
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in outputs.items()}, inf["outputs"])
+                outputs[f"{name}/{system}/{b}"] = (make, b)
+
+    def finish():
+        if inf.get("outputs"):
+            from safetensors.numpy import save_file
+            save_file({k: np.ascontiguousarray(make(b)(), dtype=np.float32) for k, (make, b) in outputs.items()}, inf["outputs"])
+    finishers.append(finish)
 
 
 # ------------------------------------------------------------------- training
@@ -169,12 +195,12 @@ def nt_xent(z, temperature):
     return F.cross_entropy(sim, labels)
 
 
-def bench_training(spec, timer, out):
-    """Two peers, alternating step by step so both see the same machine load:
-    `pytorch`, the model as torchvision builds it (NCHW), and
+def setup_training(spec, handlers):
+    """Two peers: `pytorch`, the model as torchvision builds it (NCHW), and
     `pytorch_channels_last`, the same after `.to(memory_format=torch.channels_last)`
     (PyTorch's documented CPU/GPU recipe; pretext's trainer stores conv
-    weights that way). One list of times and losses per peer."""
+    weights that way). Each request runs `steps` steps of one of them; the
+    Rust side alternates them with its own step."""
     import torch
     import torch.nn as nn
     tr = spec["training"]
@@ -201,7 +227,6 @@ def bench_training(spec, timer, out):
         groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": tr["weight_decay"]},
                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
         opt = torch.optim.SGD(groups, lr=tr["lr"], momentum=tr["momentum"])
-        losses, times = [], []
 
         def step():
             t0 = time.perf_counter()
@@ -211,24 +236,25 @@ def bench_training(spec, timer, out):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss.detach()))
-            return time.perf_counter() - t0
-        return step, losses, times
+            return time.perf_counter() - t0, float(loss.detach())
 
-    peers = {"pytorch": setup(False), "pytorch_channels_last": setup(True)}
-    for i in range(tr["warmup"] + tr["steps"]):
-        for step, _, times in peers.values():
-            dt = step()
-            if i >= tr["warmup"]:
-                times.append(dt)
-    for name, (_, losses, times) in peers.items():
-        out.append({"system": name, "images_per_step": int(views.shape[0]), "times_s": times, "losses": losses})
-        log(f"training {name} {views.shape[0] / sorted(times)[len(times) // 2]:.1f} img/s, losses {losses}")
+        def steps(req):
+            times, losses = [], []
+            for _ in range(int(req["steps"])):
+                dt, loss = step()
+                if req.get("timed", True):
+                    times.append(dt)
+                losses.append(loss)
+            return {"times_s": times, "losses": losses}
+        return steps
+
+    handlers[("pytorch", "training")] = setup(False)
+    handlers[("pytorch_channels_last", "training")] = setup(True)
 
 
 # ------------------------------------------------------------------------ knn
 
-def bench_knn(spec, timer, out):
+def setup_knn(spec, handlers, result):
     import faiss
     import numpy as np
     k = spec["knn"]
@@ -238,38 +264,52 @@ def bench_knn(spec, timer, out):
     queries = np.ascontiguousarray(st["queries"])
     index = faiss.IndexFlatIP(gallery.shape[1])
     index.add(gallery)
-    res = {}
-
-    def search():
-        res["d"], res["i"] = index.search(queries, k["k"])
-
-    times = timer.run(search)
-    out.update({"system": "faiss_flat_ip", "queries": int(queries.shape[0]), "times_s": times,
-                "top1": res["i"][:, 0].astype(int).tolist(), "faiss": faiss.__version__})
-    log(f"knn faiss {queries.shape[0] / sorted(times)[len(times) // 2]:.0f} q/s")
+    _, top = index.search(queries, k["k"])
+    result["knn"] = {"system": "faiss_flat_ip", "queries": int(queries.shape[0]),
+                     "top1": top[:, 0].astype(int).tolist(), "faiss": faiss.__version__}
+    handlers[("faiss_flat_ip", "knn")] = lambda req: {"times_s": Timer(req["timing"]).run(lambda: index.search(queries, k["k"]))}
 
 
 def main():
     if len(sys.argv) != 3:
         raise SystemExit(__doc__)
+    # The protocol owns the real stdout; stray prints go to stderr.
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def reply(obj):
+        proto.write(json.dumps(obj) + "\n")
+        proto.flush()
     spec = json.load(open(sys.argv[1]))
     import torch
     torch.set_num_threads(spec["threads"])
     torch.set_num_interop_threads(1)
     torch.manual_seed(0)
-    timer = Timer(spec["timing"])
     import onnxruntime
     result = {"versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                            "python": sys.version.split()[0]},
-              "threads": torch.get_num_threads(), "inference": [], "training": [], "knn": {}, "torch_flop_counter": {}}
+              "threads": torch.get_num_threads(), "knn": {}, "torch_flop_counter": {}}
+    handlers, finishers = {}, []
     if spec.get("inference"):
-        bench_inference(spec, timer, result["inference"], result["torch_flop_counter"])
+        setup_inference(spec, handlers, finishers, result["torch_flop_counter"])
     if spec.get("training"):
-        bench_training(spec, timer, result["training"])
+        setup_training(spec, handlers)
     if spec.get("knn"):
-        bench_knn(spec, timer, result["knn"])
-    with open(sys.argv[2], "w") as f:
-        json.dump(result, f)
+        setup_knn(spec, handlers, result)
+    reply({"ready": True, "systems": sorted({s for s, _ in handlers})})
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["cmd"] == "finish":
+            for f in finishers:
+                f()
+            with open(sys.argv[2], "w") as f:
+                json.dump(result, f)
+            reply({"done": True})
+            return
+        handler = handlers.get((req["system"], req.get("case")))
+        if handler is None:
+            raise SystemExit(f"bench_peers: no peer {req['system']} for case {req.get('case')}")
+        reply(handler(req))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ mod chart;
 mod flops;
 #[path = "bench/peak.rs"]
 mod peak;
+#[path = "bench/peers.rs"]
+mod peers;
 #[path = "bench/prep.rs"]
 mod prep;
 #[path = "bench/stats.rs"]
@@ -29,8 +31,9 @@ mod stats;
 #[path = "bench/systems.rs"]
 mod systems;
 
+use pretext_data::progress::Progress;
 use prep::{ModelCase, MODELS};
-use stats::{Summary, Timing};
+use stats::{Interval, Rounds, Summary, Timing, Verdict};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -49,12 +52,18 @@ pub struct BenchArgs {
     /// Sections to run, comma separated: inference, training, augment, knn.
     #[arg(long, value_delimiter = ',', default_value = "inference,training,augment,knn")]
     pub sections: Vec<String>,
-    /// Timing budget per (model, batch, system) in seconds, after warm-up (at least --min-iters runs).
+    /// Timing budget per (model, batch, system) in seconds, after warm-up (at least --min-iters runs),
+    /// shared out over the rounds.
     #[arg(long)]
     pub budget: Option<f64>,
-    /// Minimum timed iterations per case.
+    /// Minimum timed iterations per (model, batch, system), over all rounds.
     #[arg(long)]
     pub min_iters: Option<usize>,
+    /// Rounds per case: the systems of a case take turns (A B C, A B C, ...), each
+    /// ratio is the median of the per-round ratios with a bootstrap 95% interval
+    /// (default 5 with --quick, else 8; training: SimCLR steps per system).
+    #[arg(long)]
+    pub rounds: Option<usize>,
     /// Where weights, inputs, ONNX files and results go.
     #[arg(long, short, default_value = "target/bench")]
     pub out: PathBuf,
@@ -120,6 +129,44 @@ struct Plan {
     knn_n: i64,
     knn_queries: i64,
     augment_images: usize,
+    rounds: usize,
+}
+
+impl Plan {
+    /// The timing of one system's block in one round: the budget and the
+    /// iteration counts shared out over the rounds, at least one run.
+    fn block(&self) -> Timing {
+        let r = self.rounds.max(1);
+        Timing { warmup: 0, min_iters: self.timing.min_iters.div_ceil(r).max(1), max_iters: (self.timing.max_iters / r).max(1), budget_s: self.timing.budget_s / r as f64 }
+    }
+}
+
+/// Round 0 of every case: one untimed-in-effect run per system (its times are dropped).
+const WARMUP: Timing = Timing { warmup: 0, min_iters: 1, max_iters: 1, budget_s: 0.0 };
+/// Between two systems' blocks, so spinning worker threads park.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+/// The training peers, in scripts/bench_peers.py.
+const TRAIN_PEERS: &[&str] = &["pytorch", "pytorch_channels_last"];
+
+/// Median ratio of two systems' per-round p50s with its bootstrap 95% interval.
+fn interval(num: &[f64], den: &[f64]) -> Option<Interval> {
+    stats::ratio_interval(num, den, stats::BOOTSTRAP_RESAMPLES, stats::BOOTSTRAP_SEED)
+}
+
+/// One inference system on one (model, batch), round by round.
+struct Measured {
+    model: String,
+    batch: usize,
+    system: String,
+    rounds: Rounds,
+    /// Output of the last run, for the numeric check (Rust systems only).
+    output: Option<Vec<f32>>,
+}
+
+impl Measured {
+    fn new(model: &str, batch: usize, system: &str) -> Self {
+        Self { model: model.into(), batch, system: system.into(), rounds: Rounds::default(), output: None }
+    }
 }
 
 fn plan(a: &BenchArgs) -> Result<Plan> {
@@ -129,10 +176,11 @@ fn plan(a: &BenchArgs) -> Result<Plan> {
             batches: vec![1, 8],
             timing: Timing { warmup: 1, min_iters: 3, max_iters: 50, budget_s: 0.3 },
             train_batch: 32,
-            train_steps: 2,
+            train_steps: 3,
             knn_n: 50_000,
             knn_queries: 100,
             augment_images: 256,
+            rounds: 5,
         }
     } else {
         Plan {
@@ -140,10 +188,11 @@ fn plan(a: &BenchArgs) -> Result<Plan> {
             batches: vec![1, 8, 32],
             timing: Timing { warmup: 1, min_iters: 3, max_iters: 500, budget_s: 1.5 },
             train_batch: 64,
-            train_steps: 6,
+            train_steps: 8,
             knn_n: 50_000,
             knn_queries: 1000,
             augment_images: 2048,
+            rounds: 8,
         }
     };
     if let Some(m) = &a.models {
@@ -165,6 +214,13 @@ fn plan(a: &BenchArgs) -> Result<Plan> {
     }
     if let Some(n) = a.min_iters {
         p.timing.min_iters = n.max(1);
+    }
+    if let Some(r) = a.rounds {
+        if r < 3 {
+            bail!("--rounds must be at least 3 (an interval needs several rounds), got {r}");
+        }
+        p.rounds = r;
+        p.train_steps = r;
     }
     for s in &a.sections {
         if !["inference", "training", "augment", "knn"].contains(&s.as_str()) {
@@ -228,8 +284,11 @@ struct Row {
     images_per_s: f64,
     gflops_per_s: f64,
     fraction_of_peak: f64,
-    /// p50 latency of this system / p50 latency of each peer.
-    latency_ratio_vs: std::collections::BTreeMap<String, f64>,
+    /// Latency of this system / latency of each peer: median of the per-round
+    /// ratios of p50s, with its bootstrap 95% interval.
+    latency_ratio_vs: std::collections::BTreeMap<String, Interval>,
+    /// This system's p50 in each round.
+    round_p50_ms: Vec<f64>,
     max_rel_diff_vs_pytorch: Option<f64>,
 }
 
@@ -322,45 +381,41 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let train = if sections("training") { Some(prep::train_case(&dir, p.train_batch)?) } else { None };
     let knn_path = if sections("knn") { Some(prep::knn_case(&dir, p.knn_n, p.knn_queries, 512)?) } else { None };
 
-    // ---- Python peers: run section by section (model by model for
-    // inference) right before the Rust side, so compared systems are timed
-    // minutes apart at most, under the same background load.
-    let base_spec = json!({"threads": a.threads, "timing": p.timing, "ort_spinning": a.ort_spinning});
-    let mut peers = json!({"inference": [], "training": [], "knn": {}, "torch_flop_counter": {}, "versions": null});
+    // ---- Python peers: one process per section (per model for inference)
+    // that serves timing requests, so its systems take their turn in the
+    // same rounds as ours.
+    let base_spec = json!({"threads": a.threads, "ort_spinning": a.ort_spinning});
+    let mut peers = json!({"knn": {}, "torch_flop_counter": {}, "versions": null});
     fn merge(peers: &mut Value, v: Value) {
-        if let Some(l) = v["inference"].as_array() {
-            peers["inference"].as_array_mut().expect("array").extend(l.iter().cloned());
-        }
         if let Some(m) = v["torch_flop_counter"].as_object() {
             for (k, x) in m {
                 peers["torch_flop_counter"][k] = x.clone();
             }
-        }
-        if v["training"].as_array().is_some_and(|t| !t.is_empty()) {
-            peers["training"] = v["training"].clone();
         }
         if v["knn"].as_object().is_some_and(|k| !k.is_empty()) {
             peers["knn"] = v["knn"].clone();
         }
         peers["versions"] = v["versions"].clone();
     }
+    let block = p.block();
 
-    // ---- inference
+    // ---- inference: per model and batch, every system once per round
+    // (A B C D E, A B C D E, ...); round 0 is a one-run warm-up.
     let mut rows: Vec<Row> = Vec::new();
     let mut unavailable: Vec<String> = Vec::new();
-    // (model, batch, system, per-run seconds, output for the numeric check)
-    type Series = (String, usize, String, Vec<f64>, Option<Vec<f32>>);
-    let mut raw: Vec<Series> = Vec::new();
+    let mut raw: Vec<Measured> = Vec::new();
     for case in &cases {
-        if !a.no_peers {
+        let mut peer = if a.no_peers {
+            None
+        } else {
             let spec = json!({"inference": {
                 "systems": PEERS,
                 "onnx_dir": dir,
                 "outputs": dir.join(format!("{}.peer_outputs.safetensors", case.name)),
                 "models": [{"name": case.name, "weights": case.weights, "input": case.input, "batches": p.batches}],
             }});
-            merge(&mut peers, run_peers(&a, &dir, &case.name, &base_spec, spec)?);
-        }
+            Some(start_peers(&a, &dir, &case.name, &base_spec, spec)?)
+        };
         let tch_model = systems::TchModel::load(case)?;
         let ort = match &onnx[&case.name] {
             Ok(_) => {
@@ -382,27 +437,41 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 None
             }
         };
-        // System by system (not interleaved), with a pause between them so
-        // the previous system's spinning worker threads have parked.
-        for system in ["pretext_ort", "pretext_tract", "pretext_tch"] {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            for &b in &p.batches {
-                let x = systems::input_batch(case, b)?;
-                let m = match (system, &ort) {
-                    ("pretext_ort", Some((o, _))) => systems::time_runtime(o.as_ref(), &x, &p.timing)?,
-                    ("pretext_tract", Some((_, t))) => systems::time_runtime(t.as_ref(), &x, &p.timing)?,
-                    ("pretext_tch", _) => tch_model.time(&x, &p.timing)?,
-                    _ => continue,
-                };
-                eprintln!("[bench] {} b{b} {system} p50 {:.2} ms ({} it)", case.name, Summary::of(&m.times_s).p50_ms, m.times_s.len());
-                raw.push((case.name.clone(), b, system.to_string(), m.times_s, Some(m.output)));
-            }
+        let mut names: Vec<&str> = if ort.is_some() { vec!["pretext_ort", "pretext_tract", "pretext_tch"] } else { vec!["pretext_tch"] };
+        if peer.is_some() {
+            names.extend(PEERS);
         }
-    }
-    if let Some(list) = peers["inference"].as_array() {
-        for r in list {
-            let times: Vec<f64> = serde_json::from_value(r["times_s"].clone())?;
-            raw.push((r["model"].as_str().unwrap_or("").into(), r["batch"].as_u64().unwrap_or(0) as usize, r["system"].as_str().unwrap_or("").into(), times, None));
+        for &b in &p.batches {
+            let x = systems::input_batch(case, b)?;
+            let mut m: Vec<Measured> = names.iter().map(|s| Measured::new(&case.name, b, s)).collect();
+            let bar = Progress::new(&format!("bench {} b{b}", case.name), p.rounds as u64 + 1);
+            for round in 0..=p.rounds {
+                let t = if round == 0 { WARMUP } else { block };
+                for (system, m) in names.iter().zip(m.iter_mut()) {
+                    // The previous system's spinning worker threads park.
+                    std::thread::sleep(PAUSE);
+                    let (times, output) = match (*system, &ort, &mut peer) {
+                        ("pretext_ort", Some((o, _)), _) => systems::time_runtime(o.as_ref(), &x, &t).map(|r| (r.times_s, Some(r.output)))?,
+                        ("pretext_tract", Some((_, tr)), _) => systems::time_runtime(tr.as_ref(), &x, &t).map(|r| (r.times_s, Some(r.output)))?,
+                        ("pretext_tch", _, _) => tch_model.time(&x, &t).map(|r| (r.times_s, Some(r.output)))?,
+                        (peer_system, _, Some(pp)) => (pp.time(peer_system, &case.name, b, &t)?, None),
+                        _ => continue,
+                    };
+                    if round > 0 {
+                        m.rounds.push(&times);
+                    }
+                    m.output = output.or(m.output.take());
+                }
+                bar.set_position(round as u64 + 1);
+            }
+            bar.finish_and_clear();
+            for m in &m {
+                eprintln!("[bench] {} b{b} {:<15} p50 {:>9.2} ms ({} rounds, {} runs)", case.name, m.system, Summary::of(&m.rounds.times_s).p50_ms, m.rounds.p50_s.len(), m.rounds.times_s.len());
+            }
+            raw.extend(m);
+        }
+        if let Some(pp) = peer {
+            merge(&mut peers, pp.finish()?);
         }
     }
     let mut macs = std::collections::BTreeMap::new();
@@ -410,29 +479,32 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let c = flops::count_forward(&pretext_models::Backbone::new(&case.config), 1, case.image_size);
         macs.insert(case.name.clone(), c);
     }
-    for (model, batch, system, times, output) in &raw {
-        let s = Summary::of(times);
-        let flop = macs.get(model).map(|c| c.flops() as f64).unwrap_or(f64::NAN) * *batch as f64;
+    for m in &raw {
+        let s = Summary::of(&m.rounds.times_s);
+        let flop = macs.get(&m.model).map(|c| c.flops() as f64).unwrap_or(f64::NAN) * m.batch as f64;
         let gflops = flop / (s.p50_ms / 1e3) / 1e9;
         let mut ratio = std::collections::BTreeMap::new();
-        for peer in PEERS {
-            if let Some((_, _, _, pt, _)) = raw.iter().find(|r| &r.0 == model && r.1 == *batch && r.2 == *peer) {
-                ratio.insert(peer.to_string(), s.p50_ms / Summary::of(pt).p50_ms);
+        for peer in PEERS.iter().filter(|p| **p != m.system) {
+            if let Some(pm) = raw.iter().find(|r| r.model == m.model && r.batch == m.batch && r.system == *peer) {
+                if let Some(iv) = interval(&m.rounds.p50_s, &pm.rounds.p50_s) {
+                    ratio.insert(peer.to_string(), iv);
+                }
             }
         }
-        let diff = output.as_ref().and_then(|o| {
-            let (reference, _) = prep::read_f32(&dir.join(format!("{model}.peer_outputs.safetensors")), &format!("{model}/pytorch_eager/{batch}")).ok()?;
+        let diff = m.output.as_ref().and_then(|o| {
+            let (reference, _) = prep::read_f32(&dir.join(format!("{}.peer_outputs.safetensors", m.model)), &format!("{}/pytorch_eager/{}", m.model, m.batch)).ok()?;
             rel_diff(o, &reference)
         });
         rows.push(Row {
-            model: model.clone(),
-            batch: *batch,
-            system: system.clone(),
+            model: m.model.clone(),
+            batch: m.batch,
+            system: m.system.clone(),
             summary: s,
-            images_per_s: *batch as f64 / (s.p50_ms / 1e3),
+            images_per_s: m.batch as f64 / (s.p50_ms / 1e3),
             gflops_per_s: gflops,
             fraction_of_peak: gflops / peak.gflops,
             latency_ratio_vs: ratio,
+            round_p50_ms: m.rounds.p50_s.iter().map(|t| t * 1e3).collect(),
             max_rel_diff_vs_pytorch: diff,
         });
     }
@@ -445,37 +517,59 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     rows.sort_by_key(order);
 
-    // ---- training
+    // ---- training: one step of each system per round (pretext, PyTorch,
+    // PyTorch channels_last), each on its own trajectory from the same weights.
     let mut training = Vec::new();
     if let Some(t) = &train {
-        // pretext's steps bracket the peers' (half before, half after, one
-        // trajectory), so a drift in background load weighs on both sides.
-        eprintln!("[bench] SimCLR step, batch {} (x2 views), 1 + {} steps around the peers'", t.batch, p.train_steps);
-        let mut session = systems::TrainSession::new(t, step_cfg, 1 + p.train_steps as u64)?;
-        let (mut times, mut losses) = (Vec::new(), Vec::new());
-        let first = p.train_steps / 2;
-        session.steps(1, false, &mut times, &mut losses)?;
-        session.steps(first, true, &mut times, &mut losses)?;
-        if !a.no_peers {
+        eprintln!("[bench] SimCLR step, batch {} (x2 views): 1 warm-up + {} rounds", t.batch, p.train_steps);
+        let mut peer = if a.no_peers {
+            None
+        } else {
             let spec = json!({"training": {
                 "weights": t.weights, "input": t.views, "hidden": t.hidden, "out": t.out,
                 "lr": step_cfg.lr, "momentum": step_cfg.momentum, "weight_decay": step_cfg.weight_decay,
-                "temperature": step_cfg.temperature, "warmup": 1, "steps": p.train_steps,
+                "temperature": step_cfg.temperature,
             }});
-            merge(&mut peers, run_peers(&a, &dir, "training", &base_spec, spec)?);
+            Some(start_peers(&a, &dir, "training", &base_spec, spec)?)
+        };
+        let mut session = systems::TrainSession::new(t, step_cfg, 1 + p.train_steps as u64)?;
+        let (mut times, mut losses) = (Vec::new(), Vec::new());
+        let mut mine = Rounds::default();
+        let mut theirs: Vec<(&str, Rounds, Vec<f64>)> = if peer.is_some() { TRAIN_PEERS.iter().map(|s| (*s, Rounds::default(), Vec::new())).collect() } else { Vec::new() };
+        let bar = Progress::new("bench training", p.train_steps as u64 + 1);
+        for round in 0..=p.train_steps {
+            let timed = round > 0;
+            let n = times.len();
+            session.steps(1, timed, &mut times, &mut losses)?;
+            mine.push(&times[n..]);
+            if let Some(pp) = &mut peer {
+                for (system, r, l) in theirs.iter_mut() {
+                    let (tt, ll) = pp.train(system, 1, timed)?;
+                    r.push(&tt);
+                    l.extend(ll);
+                }
+            }
+            bar.set_position(round as u64 + 1);
+            bar.set_message(format!("loss {:.4}", losses.last().copied().unwrap_or(f64::NAN)));
         }
-        session.steps(p.train_steps - first, true, &mut times, &mut losses)?;
+        bar.finish_and_clear();
         drop(session);
+        if let Some(pp) = peer {
+            merge(&mut peers, pp.finish()?);
+        }
         let imgs = (2 * t.batch) as f64;
-        training.push(json!({"system": "pretext_tch", "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": losses}));
-        // Peers: `pytorch` (NCHW, the target's reference) and `pytorch_channels_last`.
-        for pr in peers["training"].as_array().into_iter().flatten() {
-            let system = pr["system"].as_str().unwrap_or("pytorch").to_string();
-            let times: Vec<f64> = serde_json::from_value(pr["times_s"].clone())?;
-            let theirs: Vec<f64> = serde_json::from_value(pr["losses"].clone()).unwrap_or_default();
-            let diff = losses.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let row = |system: &str, r: &Rounds, losses: &[f64]| {
+            let s = Summary::of(&r.times_s);
+            json!({"system": system, "images_per_step": imgs, "summary": s, "images_per_s": imgs / (s.p50_ms / 1e3),
+                   "round_p50_ms": r.p50_s.iter().map(|t| t * 1e3).collect::<Vec<_>>(), "losses": losses})
+        };
+        training.push(row("pretext_tch", &mine, &losses));
+        for (system, r, theirs_losses) in &theirs {
+            let diff = losses.iter().zip(theirs_losses).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
             training[0][format!("loss_max_abs_diff_vs_{system}")] = json!(diff);
-            training.push(json!({"system": system, "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": theirs}));
+            // images/s of pretext / that of the peer = the peer's step time / pretext's, round by round.
+            training[0]["images_per_s_ratio_vs"][*system] = json!(interval(&r.p50_s, &mine.p50_s));
+            training.push(row(system, r, theirs_losses));
         }
     }
 
@@ -497,37 +591,61 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
 
-    // ---- k-NN
+    // ---- k-NN: pretext's exact search and faiss, one block each per round
     let mut knn = Vec::new();
     if let Some(path) = &knn_path {
-        if !a.no_peers {
-            merge(&mut peers, run_peers(&a, &dir, "knn", &base_spec, json!({"knn": {"data": path, "k": 20}}))?);
+        let mut peer = if a.no_peers { None } else { Some(start_peers(&a, &dir, "knn", &base_spec, json!({"knn": {"data": path, "k": 20}}))?) };
+        let search = systems::KnnSearch::new(path, 20, a.threads)?;
+        let nq = search.queries();
+        let (mut mine, mut faiss, mut top1) = (Rounds::default(), Rounds::default(), Vec::new());
+        let bar = Progress::new("bench k-NN", p.rounds as u64 + 1);
+        for round in 0..=p.rounds {
+            let t = if round == 0 { WARMUP } else { block };
+            std::thread::sleep(PAUSE);
+            let (tt, t1) = search.time(&t)?;
+            top1 = t1;
+            if let Some(pp) = &mut peer {
+                std::thread::sleep(PAUSE);
+                let ft = pp.time("faiss_flat_ip", "knn", 0, &t)?;
+                if round > 0 {
+                    faiss.push(&ft);
+                }
+            }
+            if round > 0 {
+                mine.push(&tt);
+            }
+            bar.set_position(round as u64 + 1);
         }
-        let (times, top1, nq) = systems::time_knn(path, 20, a.threads, &p.timing)?;
-        let s = Summary::of(&times);
+        bar.finish_and_clear();
+        if let Some(pp) = peer {
+            merge(&mut peers, pp.finish()?);
+        }
+        let s = Summary::of(&mine.times_s);
+        let round_ms = |r: &Rounds| r.p50_s.iter().map(|t| t * 1e3).collect::<Vec<_>>();
         let mut row = json!({"system": "pretext_exact", "gallery": p.knn_n, "dim": 512, "queries": nq, "k": 20,
-            "summary": s, "queries_per_s": nq as f64 / (s.p50_ms / 1e3)});
-        if let Some(ft) = peers["knn"]["times_s"].as_array() {
-            let ft: Vec<f64> = ft.iter().filter_map(|v| v.as_f64()).collect();
-            let fs = Summary::of(&ft);
+            "summary": s, "queries_per_s": nq as f64 / (s.p50_ms / 1e3), "round_p50_ms": round_ms(&mine)});
+        if !faiss.times_s.is_empty() {
+            let fs = Summary::of(&faiss.times_s);
             let faiss_top1: Vec<u32> = serde_json::from_value(peers["knn"]["top1"].clone()).unwrap_or_default();
             let agree = top1.iter().zip(&faiss_top1).filter(|(a, b)| a == b).count() as f64 / nq.max(1) as f64;
-            row["time_ratio_vs_faiss"] = json!(s.p50_ms / fs.p50_ms);
+            row["time_ratio_vs_faiss"] = json!(interval(&mine.p50_s, &faiss.p50_s));
             row["top1_agreement_with_faiss"] = json!(agree);
             knn.push(row);
             knn.push(json!({"system": "faiss_flat_ip", "gallery": p.knn_n, "dim": 512, "queries": nq, "k": 20,
-                "summary": fs, "queries_per_s": nq as f64 / (fs.p50_ms / 1e3), "faiss": peers["knn"]["faiss"]}));
+                "summary": fs, "queries_per_s": nq as f64 / (fs.p50_ms / 1e3), "round_p50_ms": round_ms(&faiss), "faiss": peers["knn"]["faiss"]}));
         } else {
             knn.push(row);
         }
     }
 
     // ---- report
+    let targets = targets(&rows, &training, &knn);
     let report = json!({
         "date_utc": utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": {"cpu": cpu_model(), "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "tract_batch": a.tract_batch, "tract_layout": a.tract_layout, "ort_spinning": a.ort_spinning, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg()},
+                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "tract_batch": a.tract_batch, "tract_layout": a.tract_layout, "ort_spinning": a.ort_spinning, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg(),
+                    "rounds": p.rounds, "training_rounds": p.train_steps, "bootstrap": {"resamples": stats::BOOTSTRAP_RESAMPLES, "seed": stats::BOOTSTRAP_SEED, "interval": 0.95}},
         "peak": peak,
         "macs_per_image": macs.iter().map(|(k, c)| (k.clone(), json!({"macs": c.macs, "elementwise": c.elementwise,
             "torch_flop_counter_flops": peers["torch_flop_counter"][k]}))).collect::<serde_json::Map<_, _>>(),
@@ -536,7 +654,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "training": training,
         "augment": augment,
         "knn": knn,
-        "targets": targets(&rows, &training, &knn),
+        "targets": targets,
         "peers_versions": peers["versions"],
         "wall_s": started.elapsed().as_secs_f64(),
     });
@@ -545,57 +663,48 @@ pub fn run(a: BenchArgs) -> Result<()> {
     print_table(&report, &rows);
     let png = dir.join("bench.png");
     let subtitle = [
-        format!("{} {} THREADS PER SYSTEM, SAME WEIGHTS AND INPUTS. BARS: THROUGHPUT AT P50.", utc_now(), a.threads),
-        "RATIOS: P50 LATENCY (TIME) OF THE BAR / THAT OF THE PEER, < 1 = FASTER; TRAINING: IMAGES/S RATIO, > 1 = FASTER.".to_string(),
+        format!("{}, {} threads per system, same weights and inputs; {}, {} logical CPUs", utc_now(), a.threads, report["machine"]["cpu"].as_str().unwrap_or(""), report["machine"]["logical_cpus"]),
+        format!("Systems take turns in {} rounds per case; a ratio is the median of the per-round ratios, its bar the bootstrap 95% interval.", p.rounds),
+        "Met: the whole interval on the good side of the limit; missed: on the bad side; undecided: it straddles the limit.".to_string(),
     ];
-    let mut groups = chart_groups(&rows);
-    groups.extend(extra_groups(&report));
-    chart::write_png(&png, "PRETEXT BENCH", &subtitle, &groups)?;
+    chart::write_png(&png, "pretext bench: ratios to the peers vs their targets", &subtitle, &targets)?;
     println!("\nwrote {} and {}", json_path.display(), png.display());
     Ok(())
 }
 
-/// Runs scripts/bench_peers.py on `base` + `section` and returns its JSON.
-fn run_peers(a: &BenchArgs, dir: &Path, tag: &str, base: &Value, section: Value) -> Result<Value> {
+/// Starts scripts/bench_peers.py on `base` + `section`, set up and waiting for requests.
+fn start_peers(a: &BenchArgs, dir: &Path, tag: &str, base: &Value, section: Value) -> Result<peers::Peer> {
     let mut spec = base.clone();
     for (k, v) in section.as_object().into_iter().flatten() {
         spec[k] = v.clone();
     }
-    let spec_path = dir.join(format!("peers_spec.{tag}.json"));
-    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
-    let out_path = dir.join(format!("peers.{tag}.json"));
     let py = python(a);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_peers.py");
     eprintln!("[bench] Python peers: {tag} ({})", py.display());
-    let status = Command::new(&py)
-        .arg(&script)
-        .arg(&spec_path)
-        .arg(&out_path)
-        .env("OMP_NUM_THREADS", a.threads.to_string())
-        .status()
-        .with_context(|| format!("starting {} {}", py.display(), script.display()))?;
-    if !status.success() {
-        bail!("{} failed on {} ({status}); rerun with --no-peers to measure pretext alone", script.display(), spec_path.display());
-    }
-    serde_json::from_slice(&std::fs::read(&out_path)?).with_context(|| format!("parsing {}", out_path.display()))
+    peers::Peer::start(&py, &script, &dir.join(format!("peers_spec.{tag}.json")), &spec, &dir.join(format!("peers.{tag}.json")), a.threads)
 }
 
 fn utc_now() -> String {
     Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]).output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-fn fmt_ratio(r: Option<&f64>) -> String {
-    r.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
+/// `0.85x [0.80, 0.91]`: median ratio and its 95% interval.
+fn fmt_iv(r: Option<&Interval>) -> String {
+    r.map(|v| format!("{:.2}x [{:.2}, {:.2}]", v.median, v.lo, v.hi)).unwrap_or_else(|| "-".into())
+}
+
+fn fmt_iv_json(v: &Value) -> String {
+    fmt_iv(serde_json::from_value::<Interval>(v.clone()).ok().as_ref())
 }
 
 fn print_rows(rows: &[Row]) {
     println!(
-        "{:<15} {:>5} {:<21} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9} {:>11} {:>9}",
+        "{:<15} {:>5} {:<21} {:>5} {:>9} {:>9} {:>9} {:>9} {:>8} {:>6} {:>20} {:>20} {:>9}",
         "model", "batch", "system", "runs", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "%peak", "vs eager", "vs t.onnx", "rel.diff"
     );
     for r in rows {
         println!(
-            "{:<15} {:>5} {:<21} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8.1} {:>5.1}% {:>9} {:>11} {:>9}",
+            "{:<15} {:>5} {:<21} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8.1} {:>5.1}% {:>20} {:>20} {:>9}",
             r.model,
             r.batch,
             system_label(&r.system),
@@ -606,8 +715,8 @@ fn print_rows(rows: &[Row]) {
             r.images_per_s,
             r.gflops_per_s,
             100.0 * r.fraction_of_peak,
-            fmt_ratio(r.latency_ratio_vs.get("pytorch_eager")),
-            fmt_ratio(r.latency_ratio_vs.get("torch_onnx_ort")),
+            fmt_iv(r.latency_ratio_vs.get("pytorch_eager")),
+            fmt_iv(r.latency_ratio_vs.get("torch_onnx_ort")),
             r.max_rel_diff_vs_pytorch.map(|d| format!("{d:.1e}")).unwrap_or_else(|| "-".into()),
         );
     }
@@ -615,9 +724,10 @@ fn print_rows(rows: &[Row]) {
 
 fn print_table(report: &Value, rows: &[Row]) {
     let peak = &report["peak"];
-    println!("pretext bench, {} — {} threads per system, OMP_WAIT_POLICY={}, {}, load average {} before, {} after", report["date_utc"].as_str().unwrap_or(""), report["machine"]["threads_per_system"], report["machine"]["omp_wait_policy"].as_str().unwrap_or("unset"), report["machine"]["cpu"].as_str().unwrap_or(""), report["machine"]["load_before"], report["machine"]["load_after"]);
+    let m = &report["machine"];
+    println!("pretext bench, {} — {} threads per system, OMP_WAIT_POLICY={}, {}, load average {} before, {} after", report["date_utc"].as_str().unwrap_or(""), m["threads_per_system"], m["omp_wait_policy"].as_str().unwrap_or("unset"), m["cpu"].as_str().unwrap_or(""), m["load_before"], m["load_after"]);
     println!("peak f32: {:.1} GFLOP/s ({})", peak["gflops"].as_f64().unwrap_or(0.0), peak["method"].as_str().unwrap_or(""));
-    println!("ratios are p50 latency of the row / p50 latency of the peer (< 1 = faster)\n");
+    println!("systems of a case take turns in {} rounds; a ratio is the median of the per-round ratios of p50 latencies [bootstrap 95% interval] (< 1 = faster)\n", m["rounds"]);
     if !rows.is_empty() {
         print_rows(rows);
     }
@@ -625,23 +735,11 @@ fn print_table(report: &Value, rows: &[Row]) {
         println!("not measured: {}", u.as_str().unwrap_or(""));
     }
     if let Some(t) = report["training"].as_array().filter(|t| !t.is_empty()) {
-        println!("\ntraining: SimCLR step on ResNet-18 CIFAR (forward+backward+SGD, {} images/step)", t[0]["images_per_step"]);
-        let base = t.iter().find(|x| x["system"] == "pytorch").and_then(|x| x["images_per_s"].as_f64());
+        println!("\ntraining: SimCLR step on ResNet-18 CIFAR (forward+backward+SGD, {} images/step), one step per system per round, {} rounds", t[0]["images_per_step"], m["training_rounds"]);
         for x in t {
-            let ips = x["images_per_s"].as_f64().unwrap_or(f64::NAN);
-            println!(
-                "  {:<21} {:>8.1} img/s  p50 {:>8.1} ms/step  images/s vs PyTorch {}{}",
-                x["system"].as_str().unwrap_or(""),
-                ips,
-                x["summary"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                fmt_ratio(base.map(|b| ips / b).as_ref()),
-                x.as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(k, d)| Some((k.strip_prefix("loss_max_abs_diff_vs_")?, d.as_f64()?)))
-                    .map(|(peer, d)| format!("  (loss per step vs {peer}: max |diff| {d:.1e})"))
-                    .collect::<String>()
-            );
+            let ratios: String = x["images_per_s_ratio_vs"].as_object().into_iter().flatten().map(|(peer, iv)| format!("  images/s vs {peer} {}", fmt_iv_json(iv))).collect();
+            let diffs: String = x.as_object().into_iter().flatten().filter_map(|(k, d)| Some((k.strip_prefix("loss_max_abs_diff_vs_")?, d.as_f64()?))).map(|(peer, d)| format!("  (loss per step vs {peer}: max |diff| {d:.1e})")).collect();
+            println!("  {:<21} {:>8.1} img/s  p50 {:>8.1} ms/step{ratios}{diffs}", x["system"].as_str().unwrap_or(""), x["images_per_s"].as_f64().unwrap_or(f64::NAN), x["summary"]["p50_ms"].as_f64().unwrap_or(f64::NAN));
         }
     }
     if let Some(t) = report["augment"].as_array().filter(|t| !t.is_empty()) {
@@ -654,122 +752,44 @@ fn print_table(report: &Value, rows: &[Row]) {
         println!("\nk-NN exact search, top-{} over {} x {} (cosine = inner product), {} queries per search", k[0]["k"], k[0]["gallery"], k[0]["dim"], k[0]["queries"]);
         for x in k {
             println!("  {:<14} {:>10.0} queries/s  p50 {:>8.1} ms{}", x["system"].as_str().unwrap_or(""), x["queries_per_s"].as_f64().unwrap_or(f64::NAN), x["summary"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                x["time_ratio_vs_faiss"].as_f64().map(|r| format!("  time vs faiss {r:.2}x, top-1 agreement {:.3}", x["top1_agreement_with_faiss"].as_f64().unwrap_or(0.0))).unwrap_or_default());
+                x.get("time_ratio_vs_faiss").map(|r| format!("  time vs faiss {}, top-1 agreement {:.3}", fmt_iv_json(r), x["top1_agreement_with_faiss"].as_f64().unwrap_or(0.0))).unwrap_or_default());
         }
     }
     if let Some(t) = report["targets"].as_array().filter(|t| !t.is_empty()) {
-        println!("\ntargets");
+        println!("\ntargets (met: the whole interval on the good side of the limit; undecided: it straddles the limit)");
         for x in t {
-            let v = x["value"].as_f64();
-            let met = match x["met"].as_bool() { Some(true) => "met", Some(false) => "MISSED", None => "not measured" };
-            println!("  {:<58} {:>8} (limit {} {:.1}x)  {met}", x["target"].as_str().unwrap_or(""), v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into()), if x["at_most"] == true { "<=" } else { ">=" }, x["limit"].as_f64().unwrap_or(0.0));
+            let verdict = match x["verdict"].as_str() { Some("met") => "met", Some("missed") => "MISSED", Some("undecided") => "undecided", _ => "not measured" };
+            println!("  {:<58} {:>22} (limit {} {:.1}x)  {verdict}", x["target"].as_str().unwrap_or(""), fmt_iv_json(&x["ratio"]), if x["at_most"] == true { "<" } else { ">" }, x["limit"].as_f64().unwrap_or(0.0));
         }
     }
 }
 
-/// The targets, evaluated on this run's ratios.
-fn targets(rows: &[Row], training: &[Value], knn: &[Value]) -> Vec<Value> {
-    let p50 = |m: &str, b: usize, s: &str| rows.iter().find(|r| r.model == m && r.batch == b && r.system == s).map(|r| r.summary.p50_ms);
+/// The targets, evaluated on this run's intervals.
+fn targets(rows: &[Row], training: &[Value], knn: &[Value]) -> Vec<chart::Target> {
+    let rounds = |m: &str, b: usize, s: &str| rows.iter().find(|r| r.model == m && r.batch == b && r.system == s).map(|r| r.round_p50_ms.clone());
+    let ratio = |m: &str, b: usize, s: &str, peer: &str| interval(&rounds(m, b, s)?, &rounds(m, b, peer)?);
     let mut out = Vec::new();
-    let mut push = |name: String, value: Option<f64>, limit: f64, at_most: bool| {
-        let met = value.map(|v| if at_most { v <= limit } else { v >= limit });
-        out.push(json!({"target": name, "value": value, "limit": limit, "at_most": at_most, "met": met}));
+    let mut push = |target: String, ratio: Option<Interval>, limit: f64, at_most: bool| {
+        let verdict = ratio.map(|iv| Verdict::of(&iv, limit, at_most));
+        out.push(chart::Target { target, ratio, limit, at_most, verdict });
     };
     let mut cases: Vec<(String, usize)> = rows.iter().map(|r| (r.model.clone(), r.batch)).collect();
     cases.dedup();
     for (m, b) in &cases {
-        let ort = p50(m, *b, "pretext_ort");
-        push(format!("{m} b{b}: pretext+ORT / torch.onnx+ORT latency"), ort.zip(p50(m, *b, "torch_onnx_ort")).map(|(a, c)| a / c), 1.0, true);
+        push(format!("{m} b{b}: pretext+ORT / torch.onnx+ORT latency"), ratio(m, *b, "pretext_ort", "torch_onnx_ort"), 1.0, true);
         if *b == 1 && (m == "resnet50" || m == "vit-small") {
-            push(format!("{m} b1: pretext+ORT / PyTorch eager latency"), ort.zip(p50(m, 1, "pytorch_eager")).map(|(a, c)| a / c), 0.7, true);
+            push(format!("{m} b1: pretext+ORT / PyTorch eager latency"), ratio(m, 1, "pretext_ort", "pytorch_eager"), 0.7, true);
         }
-        push(format!("{m} b{b}: tract / pretext+ORT latency"), p50(m, *b, "pretext_tract").zip(ort).map(|(a, c)| a / c), 3.0, true);
+        push(format!("{m} b{b}: tract / pretext+ORT latency"), ratio(m, *b, "pretext_tract", "pretext_ort"), 3.0, true);
     }
-    let ips = |s: &str| training.iter().find(|t| t["system"] == s).and_then(|t| t["images_per_s"].as_f64());
     if !training.is_empty() {
-        push("training: pretext / PyTorch images/s".into(), ips("pretext_tch").zip(ips("pytorch")).map(|(a, b)| a / b), 1.0, false);
+        let iv = serde_json::from_value(training[0]["images_per_s_ratio_vs"]["pytorch"].clone()).ok();
+        push("training: pretext / PyTorch images/s".into(), iv, 1.0, false);
     }
     if !knn.is_empty() {
-        push("k-NN: pretext exact / faiss IndexFlatIP time".into(), knn[0]["time_ratio_vs_faiss"].as_f64(), 1.5, true);
+        push("k-NN: pretext exact / faiss IndexFlatIP time".into(), serde_json::from_value(knn[0]["time_ratio_vs_faiss"].clone()).ok(), 1.5, true);
     }
     out
-}
-
-/// Chart groups of the training, k-NN and augmentation sections.
-fn extra_groups(report: &Value) -> Vec<chart::Group> {
-    let mut groups = Vec::new();
-    let train = report["training"].as_array().cloned().unwrap_or_default();
-    if !train.is_empty() {
-        let base = train.iter().find(|t| t["system"] == "pytorch").and_then(|t| t["images_per_s"].as_f64());
-        let bars = train
-            .iter()
-            .map(|t| {
-                let v = t["images_per_s"].as_f64().unwrap_or(f64::NAN);
-                let system = t["system"].as_str().unwrap_or("");
-                let is_peer = system.starts_with("pytorch");
-                let mut label = format!("{v:.1}");
-                if let (false, Some(b)) = (is_peer, base) {
-                    label.push_str(&format!("  {:.2}X PYTORCH (IMAGES/S)", v / b));
-                }
-                let name = match system {
-                    "pytorch" => "PyTorch",
-                    "pytorch_channels_last" => "PyTorch channels_last",
-                    _ => "pretext (tch)",
-                };
-                chart::Bar { system: name.into(), value: v, label, is_peer }
-            })
-            .collect();
-        groups.push(chart::Group { title: "TRAINING: SIMCLR STEP, RESNET-18 CIFAR (IMAGES/S)".into(), bars });
-    }
-    let knn = report["knn"].as_array().cloned().unwrap_or_default();
-    if !knn.is_empty() {
-        let bars = knn
-            .iter()
-            .map(|k| {
-                let v = k["queries_per_s"].as_f64().unwrap_or(f64::NAN);
-                let is_peer = k["system"] == "faiss_flat_ip";
-                let mut label = format!("{v:.0}");
-                if let Some(r) = k["time_ratio_vs_faiss"].as_f64() {
-                    label.push_str(&format!("  {r:.2}X FAISS (TIME)"));
-                }
-                chart::Bar { system: if is_peer { "faiss IndexFlatIP".into() } else { "pretext exact".into() }, value: v, label, is_peer }
-            })
-            .collect();
-        groups.push(chart::Group { title: format!("K-NN TOP-{} OVER {} X {} (QUERIES/S)", knn[0]["k"], knn[0]["gallery"], knn[0]["dim"]), bars });
-    }
-    let aug = report["augment"].as_array().cloned().unwrap_or_default();
-    if !aug.is_empty() {
-        let bars = aug
-            .iter()
-            .map(|x| {
-                let v = x["images_per_s_per_core"].as_f64().unwrap_or(f64::NAN);
-                chart::Bar { system: format!("{} {}T", x["pipeline"].as_str().unwrap_or(""), x["threads"]), value: v, label: format!("{v:.0}"), is_peer: false }
-            })
-            .collect();
-        groups.push(chart::Group { title: "AUGMENTATION ALONE (IMAGES/S PER CORE, NO PEER)".into(), bars });
-    }
-    groups
-}
-
-fn chart_groups(rows: &[Row]) -> Vec<chart::Group> {
-    let mut groups: Vec<chart::Group> = Vec::new();
-    for r in rows {
-        let title = format!("INFERENCE {} BATCH {} (IMAGES/S)", r.model, r.batch);
-        if groups.last().map(|g| g.title != title).unwrap_or(true) {
-            groups.push(chart::Group { title, bars: Vec::new() });
-        }
-        let mut label = format!("{:.1}", r.images_per_s);
-        for (peer, short) in [("pytorch_eager", "EAGER"), ("torch_onnx_ort", "T.ONNX+ORT")] {
-            if r.system != peer {
-                if let Some(v) = r.latency_ratio_vs.get(peer) {
-                    label.push_str(&format!("  {v:.2}X {short}"));
-                }
-            }
-        }
-        let is_peer = PEERS.contains(&r.system.as_str());
-        groups.last_mut().expect("pushed above").bars.push(chart::Bar { system: system_label(&r.system).to_string(), value: r.images_per_s, label, is_peer });
-    }
-    groups
 }
 
 #[cfg(test)]

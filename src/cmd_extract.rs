@@ -1,10 +1,8 @@
 //! `pretext extract`: images or a dataset in, a features file (.npy or .safetensors) out.
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use pretext_data::{Dataset, OpenOptions};
 use pretext_runtime::{BackendKind, ConvLayout, Extractor, F16Compute, RuntimeError, TractBatchMode, TractBatchParallel, TractOptions};
 
@@ -201,15 +199,9 @@ pub struct ExtractArgs {
     pub model_args: ModelArgs,
 }
 
-pub(crate) fn progress_bar(n: usize, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(n as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
+/// A bar on a terminal, a plain line on stderr every 15 s in a log (`pretext_data::progress`).
+pub(crate) fn progress_bar(n: usize, what: &str) -> pretext_data::progress::Progress {
+    pretext_data::progress::Progress::new(what, n as u64)
 }
 
 pub(crate) fn is_image(p: &Path) -> bool {
@@ -218,16 +210,8 @@ pub(crate) fn is_image(p: &Path) -> bool {
 
 /// Opens a dataset with a progress bar for the first decode.
 pub(crate) fn open_dataset(path: &Path) -> Result<Dataset> {
-    let pb = progress_bar(0, "decoding");
-    let pb2 = pb.clone();
-    let opts = OpenOptions {
-        progress: Some(Arc::new(move |stage: &str, done: u64, total: u64| {
-            pb2.set_length(total);
-            pb2.set_position(done);
-            pb2.set_message(stage.to_string());
-        })),
-        ..Default::default()
-    };
+    let pb = progress_bar(0, "dataset");
+    let opts = OpenOptions { progress: Some(pb.callback()), ..Default::default() };
     let ds = Dataset::open(path, &opts).with_context(|| format!("opening dataset {}", path.display()))?;
     pb.finish_and_clear();
     Ok(ds)

@@ -94,7 +94,7 @@ fn build(a: BuildArgs) -> Result<()> {
         .map(|&it| src.label(it).with_context(|| format!("{} has no class label (detection dataset?)", src.name(it))))
         .collect::<Result<_>>()?;
     let t0 = Instant::now();
-    let feats = src.extract(&e, &items, a.batch_size, "embedding")?;
+    let feats = src.extract(&e, &items, a.batch_size, "knn build: embedding")?;
     let secs = t0.elapsed().as_secs_f64();
     let g = Gallery::new(feats, labels, src.classes(), e.info().sha256.clone(), e.info().display_name())?;
     g.save(&a.out)?;
@@ -142,7 +142,7 @@ fn eval(a: EvalArgs) -> Result<()> {
     let labels: Vec<u32> = items.iter().map(|&it| src.label(it).with_context(|| format!("{} has no label", src.name(it)))).collect::<Result<_>>()?;
     // Throughput: batched extraction of the whole split, then chunked exact search.
     let t0 = Instant::now();
-    let mut q = src.extract(&e, &items, a.batch_size, "embedding")?;
+    let mut q = src.extract(&e, &items, a.batch_size, "knn eval: embedding")?;
     let t_extract = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     l2_normalize_rows(&mut q);

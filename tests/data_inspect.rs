@@ -21,8 +21,8 @@ fn inspect_raccoon_reports_duplicates_and_writes_a_sheet() {
     assert!(stdout.contains("[train]: images/raccoon-11.jpg = images/raccoon-116.jpg"), "{stdout}");
     let png = out.path().join("inspect-raccoon-voc.png");
     let img = image::open(&png).unwrap();
-    // One row of 3 tiles of 160 px plus label column, header and padding.
-    assert_eq!(img.height(), 18 + 164 + 4);
+    // One row of 3 tiles of 160 px plus label column, header (16 px text + 2 x 4 px) and padding.
+    assert_eq!(img.height(), 24 + 164 + 4);
     assert!(img.width() > 3 * 164);
 }
 

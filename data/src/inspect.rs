@@ -185,7 +185,7 @@ fn color(c: usize) -> Rgb<u8> {
 pub fn contact_sheet(d: &Dataset, per_class: usize) -> RgbImage {
     let det = d.task() == Task::Detection;
     let tile: u32 = if det { 160 } else { 64 };
-    let (pad, scale) = (4u32, 2u32);
+    let (pad, text_px) = (4u32, 16.0);
     let split = d.splits().next();
     let mut rows: Vec<Vec<usize>> = vec![vec![]; d.classes().len()];
     if let Some(s) = split {
@@ -199,17 +199,17 @@ pub fn contact_sheet(d: &Dataset, per_class: usize) -> RgbImage {
             }
         }
     }
-    let label_w = d.classes().iter().map(|c| text_width(c, scale)).max().unwrap_or(0) + 2 * pad;
-    let header = 5 * scale + 2 * pad;
+    let label_w = d.classes().iter().map(|c| text_width(c, text_px)).max().unwrap_or(0) + 2 * pad;
+    let header = text_px as u32 + 2 * pad;
     let width = label_w + per_class.max(1) as u32 * (tile + pad) + pad;
     let height = header + rows.len().max(1) as u32 * (tile + pad) + pad;
     let mut sheet = RgbImage::from_pixel(width, height, Rgb([24, 24, 24]));
     let title = format!("{} {} ({} per class)", d.name(), split.map_or("", |s| s.name()), per_class);
-    draw_text(&mut sheet, pad, pad, &title, scale, Rgb([255, 255, 255]));
+    draw_text(&mut sheet, pad as i32, pad as i32, &title, text_px, Rgb([255, 255, 255]));
     for (c, row) in rows.iter().enumerate() {
         let y0 = header + c as u32 * (tile + pad);
         let name_color = if det { color(c) } else { Rgb([230, 230, 230]) };
-        draw_text(&mut sheet, pad, y0 + tile / 2 - 5 * scale / 2, &d.classes()[c], scale, name_color);
+        draw_text(&mut sheet, pad as i32, (y0 + tile / 2) as i32 - text_px as i32 / 2, &d.classes()[c], text_px, name_color);
         for (k, &p) in row.iter().enumerate() {
             let im = d.image(p);
             let src = RgbImage::from_raw(im.width, im.height, im.pixels.to_vec()).expect("pool image has w*h*3 bytes");

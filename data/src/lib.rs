@@ -43,6 +43,7 @@ mod error;
 pub mod font;
 mod formats;
 pub mod inspect;
+pub mod progress;
 mod source;
 mod voc;
 

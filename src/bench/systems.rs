@@ -147,20 +147,37 @@ impl TrainSession {
     }
 }
 
-/// Exact top-k of every query with the runtime's k-NN search on a rayon pool
-/// of `threads` threads. Returns per-search times and each query's top-1 index.
-pub fn time_knn(path: &Path, k: usize, threads: usize, timing: &Timing) -> Result<(Vec<f64>, Vec<u32>, usize)> {
-    let (g, q) = knn_data(path)?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-    let mut top1 = Vec::new();
-    let times = pool.install(|| {
-        timing.run(|| -> Result<()> {
-            let r = pretext_runtime::knn::exact_topk(g.view(), q.view(), k);
-            top1 = r.iter().map(|n| n.first().map(|x| x.index).unwrap_or(u32::MAX)).collect();
-            Ok(())
-        })
-    })?;
-    Ok((times, top1, q.nrows()))
+/// Exact top-k of every query with the runtime's k-NN search on a rayon
+/// pool of `threads` threads, timed block by block.
+pub struct KnnSearch {
+    gallery: ndarray::Array2<f32>,
+    queries: ndarray::Array2<f32>,
+    k: usize,
+    pool: rayon::ThreadPool,
+}
+
+impl KnnSearch {
+    pub fn new(path: &Path, k: usize, threads: usize) -> Result<Self> {
+        let (gallery, queries) = knn_data(path)?;
+        Ok(Self { gallery, queries, k, pool: rayon::ThreadPoolBuilder::new().num_threads(threads).build()? })
+    }
+
+    pub fn queries(&self) -> usize {
+        self.queries.nrows()
+    }
+
+    /// One timed block: per-search times and each query's top-1 index.
+    pub fn time(&self, timing: &Timing) -> Result<(Vec<f64>, Vec<u32>)> {
+        let mut top1 = Vec::new();
+        let times = self.pool.install(|| {
+            timing.run(|| -> Result<()> {
+                let r = pretext_runtime::knn::exact_topk(self.gallery.view(), self.queries.view(), self.k);
+                top1 = r.iter().map(|n| n.first().map(|x| x.index).unwrap_or(u32::MAX)).collect();
+                Ok(())
+            })
+        })?;
+        Ok((times, top1))
+    }
 }
 
 /// The trainer's SimCLR augmentation (`Pipeline::preset`) on random u8

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use pretext_trainer::plot::{line_plot, Series};
+use pretext_trainer::plot::{line_plot, LineChart, Series};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,7 +40,9 @@ fn main() -> anyhow::Result<()> {
     for (suffix, pick) in [("k20", 0usize), ("k200", 1)] {
         let series: Vec<Series> = runs.iter().map(|(n, a, b)| Series { name: n, points: if pick == 0 { a.clone() } else { b.clone() } }).collect();
         let out = PathBuf::from(format!("{}_{suffix}.png", args[0]));
-        line_plot(&out, &series, 720, 420).with_context(|| format!("writing {}", out.display()))?;
+        let title = if pick == 0 { "k-NN top-1 (k=20, T=0.07) vs training time" } else { "k-NN top-1 (k=200, T=0.1) vs training time" };
+        let chart = LineChart { title, x_label: "training time (minutes)", y_label: "top-1 accuracy (%)", series: &series, references: &[] };
+        line_plot(&out, &chart, 720, 420).with_context(|| format!("writing {}", out.display()))?;
         println!("wrote {}", out.display());
     }
     Ok(())

@@ -192,7 +192,9 @@ impl Split {
 
 /// Loads `train` and `test` splits through the data crate.
 pub fn load_splits(path: &Path) -> Result<(Split, Option<Split>, String), TrainError> {
-    let ds = pretext_data::Dataset::open(path, &pretext_data::OpenOptions::default()).map_err(|e| TrainError::Data(e.to_string()))?;
+    let bar = pretext_data::progress::Progress::new("decode", 0);
+    let ds = pretext_data::Dataset::open(path, &pretext_data::OpenOptions { progress: Some(bar.callback()), ..Default::default() }).map_err(|e| TrainError::Data(e.to_string()))?;
+    bar.finish_and_clear();
     let get = |name: &str| -> Result<Option<Split>, TrainError> {
         let Some(s) = ds.split(name) else { return Ok(None) };
         let (px, [n, h, w, _]) = s.images_nhwc().ok_or_else(|| TrainError::Data(format!("{}: split '{name}' has images of different sizes", path.display())))?;
@@ -341,8 +343,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
         }
     }
     let knn_period = if cfg.knn_every > 0.0 { ((cfg.knn_every * steps_per_epoch as f64) as u64).max(1) } else { u64::MAX };
-    let bar = if progress { indicatif::ProgressBar::new(total) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}").expect("template"));
+    let bar = if progress { pretext_data::progress::Progress::new("train", total) } else { pretext_data::progress::Progress::hidden() };
     bar.set_position(start);
 
     // Augmentation runs one batch ahead on a producer thread.
@@ -519,16 +520,24 @@ pub fn save_checkpoint(cfg: &TrainConfig, method: &dyn methods::Method, opt: &Op
     Ok(())
 }
 
-/// `loss.png` and `knn.png` from `metrics.jsonl`.
+/// `loss.png` and `knn.png` from `metrics.jsonl`; `knn.png` draws the
+/// step-0 (random-init) accuracies as dashed baselines.
 pub fn plot_metrics(out: &Path) -> Result<(), TrainError> {
+    use crate::plot::{line_plot, LineChart, Reference, Series};
     let path = out.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     let ms: Vec<Metric> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let loss: Vec<(f64, f64)> = ms.iter().filter_map(|m| m.loss.map(|l| (m.step as f64, l))).collect();
-    crate::plot::line_plot(&out.join("loss.png"), &[crate::plot::Series { name: "loss", points: loss }], 640, 360).map_err(io(out))?;
-    let k20: Vec<(f64, f64)> = ms.iter().filter_map(|m| m.knn20.map(|a| (m.minutes, a))).collect();
-    let k200: Vec<(f64, f64)> = ms.iter().filter_map(|m| m.knn200.map(|a| (m.minutes, a))).collect();
-    crate::plot::line_plot(&out.join("knn.png"), &[crate::plot::Series { name: "k-NN k=20 T=0.07", points: k20 }, crate::plot::Series { name: "k-NN k=200 T=0.1", points: k200 }], 640, 360).map_err(io(out))?;
+    let loss = [Series { name: "training loss (mean over up to 20 steps)", points: ms.iter().filter_map(|m| m.loss.map(|l| (m.step as f64, l))).collect() }];
+    let chart = LineChart { title: "Training loss", x_label: "step", y_label: "loss", series: &loss, references: &[] };
+    line_plot(&out.join("loss.png"), &chart, 720, 400).map_err(io(out))?;
+    let knn = [
+        Series { name: "k=20, T=0.07", points: ms.iter().filter_map(|m| m.knn20.map(|a| (m.minutes, a))).collect() },
+        Series { name: "k=200, T=0.1", points: ms.iter().filter_map(|m| m.knn200.map(|a| (m.minutes, a))).collect() },
+    ];
+    let init = ms.iter().find(|m| m.step == 0 && m.knn20.is_some());
+    let refs: Vec<Reference> = init.map(|m| vec![Reference { name: "random init, k=20", y: m.knn20.unwrap_or(f64::NAN) }, Reference { name: "random init, k=200", y: m.knn200.unwrap_or(f64::NAN) }]).unwrap_or_default();
+    let chart = LineChart { title: "k-NN top-1 accuracy on the test split", x_label: "training time (minutes, k-NN evaluations excluded)", y_label: "top-1 accuracy (%)", series: &knn, references: &refs };
+    line_plot(&out.join("knn.png"), &chart, 720, 400).map_err(io(out))?;
     Ok(())
 }
 
