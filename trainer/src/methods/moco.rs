@@ -31,7 +31,7 @@ super::method! {
         temperature: f64 = 0.2, Range::positive();
         /// Keys in the queue of negatives.
         queue_size: i64 = 4096, Range::at_least(1.0);
-        /// Key-encoder EMA momentum at step 0, cosine-scheduled to 1.
+        /// Teacher (key-encoder) EMA momentum at step 0, cosine-scheduled to 1.
         tau: f64 = 0.99, Range::closed(0.0, 1.0);
     }
 }
