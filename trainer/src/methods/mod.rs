@@ -181,7 +181,7 @@ pub struct MethodSpec {
     /// The config with its defaults for a backbone of this embed dim.
     pub defaults: fn(i64) -> MethodConfig,
     /// The config from a `[method]` table without its `name`.
-    pub parse: fn(serde_json::Value) -> Result<MethodConfig, String>,
+    pub parse: fn(toml::Table) -> Result<MethodConfig, String>,
 }
 
 impl MethodSpec {
@@ -474,19 +474,20 @@ impl Serialize for MethodConfig {
 
 impl<'de> Deserialize<'de> for MethodConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut table: serde_json::Map<String, serde_json::Value> = Deserialize::deserialize(d)?;
+        // Through a TOML table, which holds NaN and infinities (validated next, never dropped).
+        let mut table: toml::Table = Deserialize::deserialize(d)?;
         let name = match table.remove("name") {
-            Some(serde_json::Value::String(s)) => s,
+            Some(toml::Value::String(s)) => s,
             other => return Err(D::Error::custom(ConfigError::new("method.name", other.map(|v| v.to_string()).unwrap_or_else(|| "(missing)".into()), method_list()))),
         };
         let spec = spec(&name).map_err(D::Error::custom)?;
-        (spec.parse)(serde_json::Value::Object(table)).map_err(D::Error::custom)
+        (spec.parse)(table).map_err(D::Error::custom)
     }
 }
 
 /// `spec.parse` of a method: its typed config, every field required, no other.
-pub fn parse_config<T: Recipe>(v: serde_json::Value) -> Result<MethodConfig, String> {
-    match serde_json::from_value::<T>(v) {
+pub fn parse_config<T: Recipe>(v: toml::Table) -> Result<MethodConfig, String> {
+    match T::deserialize(toml::Value::Table(v)) {
         Ok(c) => Ok(c.into()),
         Err(e) => {
             let spec = T::spec();
