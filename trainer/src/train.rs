@@ -439,7 +439,8 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     };
     let mut last_knn = None;
     let log = |m: &Metric, f: &mut std::fs::File| -> Result<(), TrainError> {
-        writeln!(f, "{}", serde_json::to_string(m).expect("metric serialises")).map_err(io(out))
+        let line = serde_json::to_string(m).map_err(|e| TrainError::Data(format!("metrics line: {e}")))?;
+        writeln!(f, "{line}").map_err(io(out))
     };
     if start == 0 && cfg.knn_every >= 0.0 && test_split.is_some() {
         let k = run_knn(method.as_ref())?;
