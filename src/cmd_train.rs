@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use pretext_trainer::methods;
 use pretext_trainer::optim::OptimizerKind;
 use pretext_trainer::train::{train, TrainConfig};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// simclr, moco_v2, byol, simsiam, dino, mae
+    /// The method (aliases accepted); the list below, and `docs/methods.md`.
     #[arg(long, default_value = "simclr")]
     method: String,
     /// resnet18-cifar, resnet18, resnet50, vit-tiny-cifar, ...
@@ -78,24 +79,6 @@ pub struct TrainArgs {
     /// libtorch intra-op threads (default: libtorch's choice, all cores).
     #[arg(long)]
     threads: Option<i32>,
-    /// DINO local crops.
-    #[arg(long)]
-    n_local: Option<usize>,
-    /// Hidden width of the projection head (default: from the backbone's embed dim at --width).
-    #[arg(long)]
-    proj_hidden: Option<i64>,
-    /// Output dim of the projection head.
-    #[arg(long)]
-    proj_out: Option<i64>,
-    /// Hidden width of the prediction head (BYOL, SimSiam).
-    #[arg(long)]
-    pred_hidden: Option<i64>,
-    /// DINO: epochs of linear teacher-temperature warmup (0.04 -> 0.07).
-    #[arg(long)]
-    warmup_teacher_epochs: Option<u64>,
-    /// DINO: epochs during which the head's last layer is frozen.
-    #[arg(long)]
-    freeze_last_layer: Option<u64>,
     /// Start from these student weights (safetensors, the trainer's parameter
     /// names: torchvision/timm backbone names, `projection_head.*`, ...) instead of the random init.
     #[arg(long)]
@@ -106,17 +89,81 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Check the settings, print the run's config.toml and exit without training.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    method_flags: MethodFlags,
+}
+
+/// One flag per setting of any method in the registry (`--queue-size`, ...),
+/// generated from the methods' field tables; the values are parsed and
+/// checked by the chosen method's config.
+struct MethodFlags(Vec<(&'static str, String)>);
+
+/// Every method setting once, with the methods that have it.
+fn method_fields() -> Vec<(&'static methods::Field, Vec<&'static methods::MethodSpec>)> {
+    let mut out: Vec<(&'static methods::Field, Vec<&'static methods::MethodSpec>)> = Vec::new();
+    for m in methods::REGISTRY {
+        for f in m.fields {
+            match out.iter_mut().find(|(g, _)| g.name == f.name) {
+                Some((_, ms)) => ms.push(m),
+                None => out.push((f, vec![m])),
+            }
+        }
+    }
+    out
+}
+
+impl clap::FromArgMatches for MethodFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(method_fields().into_iter().filter_map(|(f, _)| m.get_one::<String>(f.name).map(|v| (f.name, v.clone()))).collect()))
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for MethodFlags {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        cmd = cmd.next_help_heading("Method settings (generated from the method registry; d = the backbone's embed dim)");
+        for (f, ms) in method_fields() {
+            let defaults: Vec<String> = ms.iter().map(|m| format!("{} {}", m.name, m.field(f.name).map_or("", |g| g.default))).collect();
+            let help = format!("{} Allowed: {}. Default: {}.", f.help.trim(), f.expected(), defaults.join("; "));
+            // clap wants 'static names; these are built once per process.
+            let long: &'static str = Box::leak(f.name.replace('_', "-").into_boxed_str());
+            cmd = cmd.arg(clap::Arg::new(f.name).long(long).value_name(if f.integer { "N" } else { "X" }).value_parser(clap::value_parser!(String)).help(help));
+        }
+        cmd
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// The methods for `pretext train --help`: name, aliases, summary.
+pub fn methods_help() -> String {
+    let mut s = String::from("Methods (--method NAME):\n");
+    for m in methods::REGISTRY {
+        let aliases = if m.aliases.is_empty() { String::new() } else { format!(" (or {})", m.aliases.join(", ")) };
+        s += &format!("  {}{aliases}\n      {}\n", m.name, m.summary);
+    }
+    s
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let mut c = match &a.config {
-        Some(p) => toml::from_str::<TrainConfig>(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?).with_context(|| format!("parsing {}", p.display()))?,
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str::<TrainConfig>(&text).with_context(|| format!("parsing {}", p.display()))?
+        }
         None => {
             // Head sizes follow the backbone's embed dim at --width.
             let mut c = TrainConfig::defaults(&a.method, &a.backbone)?;
             c.depth = a.depth;
             let mut c = c.with_width(a.width)?;
-            c.out = PathBuf::from(format!("runs/{}-{}", c.method.name, a.backbone));
+            c.out = PathBuf::from(format!("runs/{}-{}", c.method.name(), a.backbone));
             c
         }
     };
@@ -137,18 +184,18 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     if a.init_weights.is_some() {
         c.init_weights = a.init_weights.clone();
     }
-    let m = &mut c.method;
-    macro_rules! set_method {
-        ($($f:ident),*) => { $( if let Some(v) = a.$f { m.$f = v; } )* };
-    }
-    set_method!(n_local, proj_hidden, proj_out, pred_hidden, warmup_teacher_epochs, freeze_last_layer);
-    for (flag, v) in [("--proj-hidden", m.proj_hidden), ("--proj-out", m.proj_out), ("--pred-hidden", m.pred_hidden)] {
-        if v <= 0 {
-            anyhow::bail!("{flag} must be positive, got {v}");
+    let spec = c.method.spec();
+    for (field, value) in &a.method_flags.0 {
+        if spec.field(field).is_none() {
+            let have: Vec<&str> = methods::REGISTRY.iter().filter(|m| m.field(field).is_some()).map(|m| m.name).collect();
+            anyhow::bail!("--{} is a setting of {}, not of {}", field.replace('_', "-"), have.join(", "), spec.name);
         }
+        c.method.set(field, value)?;
     }
-    if c.data.as_os_str().is_empty() {
-        anyhow::bail!("--data is required (e.g. ../shared/data/cifar10-jpg.tar.gz)");
+    c.validate()?;
+    if a.dry_run {
+        print!("{}", toml::to_string(&c).context("serialising the config")?);
+        return Ok(());
     }
     let s = train(&c, a.resume, !a.quiet).with_context(|| format!("training run {}", c.out.display()))?;
     let knn = s.last_knn.map(|(a, b)| format!(", k-NN top-1 {a:.2}% (k=20, T=0.07) / {b:.2}% (k=200, T=0.1)")).unwrap_or_default();

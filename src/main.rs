@@ -21,7 +21,8 @@ struct Cli {
 enum Cmd {
     /// Inspect datasets (splits, classes, counts, sizes, boxes) and draw contact sheets.
     Data(cmd_data::DataArgs),
-    /// Self-supervised pretraining of an encoder (SimCLR, MoCo v2, BYOL, SimSiam, DINO, MAE).
+    /// Self-supervised pretraining of an encoder (methods: `pretext train --help`).
+    #[command(after_help = cmd_train::methods_help())]
     Train(cmd_train::TrainArgs),
     /// Evaluate a checkpoint: k-NN, linear probe or fine-tuning.
     Eval(cmd_eval::EvalArgs),

@@ -196,5 +196,164 @@ fn head_sizes_follow_width_and_flags() {
     assert_eq!(shape(&ck, "student.projection_head.layers.7.weight"), None, "SimSiam's output BatchNorm is non-affine");
 
     let out = pretext(&data).args(base).args(["--method", "simclr", "--proj-out", "0"]).arg("--data").arg(&data).arg("--out").arg(tmp.path().join("bad")).output().unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--proj-out must be positive"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("method.proj_out = 0 is not allowed: expected an integer in [1, inf)"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `pretext train --help` lists every method of the registry (name, aliases,
+/// summary) and one flag per method setting with its defaults.
+#[test]
+fn help_is_generated_from_the_registry() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pretext")).args(["train", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for m in pretext_trainer::methods::REGISTRY {
+        assert!(help.contains(m.name) && help.contains(m.summary), "{} missing from:\n{help}", m.name);
+        for a in m.aliases {
+            assert!(help.contains(a), "alias {a} missing");
+        }
+        for f in m.fields {
+            assert!(help.contains(&f.flag()) && help.contains(&format!("{} {}", m.name, f.default)), "{} {} missing from:\n{help}", m.name, f.flag());
+        }
+    }
+}
+
+/// A bad setting: how it is given, and the run's method and backbone.
+struct Bad {
+    setting: &'static str,
+    method: &'static str,
+    backbone: &'static str,
+    /// Extra flags, or `None` for a config-file case.
+    flags: Option<Vec<&'static str>>,
+    /// Config-file edit: `(section, key, TOML value)`; section "" is the top level.
+    edit: Option<(&'static str, &'static str, &'static str)>,
+    /// What the message must name.
+    must: &'static [&'static str],
+}
+
+fn flag(setting: &'static str, method: &'static str, backbone: &'static str, flags: &[&'static str], must: &'static [&'static str]) -> Bad {
+    Bad { setting, method, backbone, flags: Some(flags.to_vec()), edit: None, must }
+}
+
+fn file(setting: &'static str, method: &'static str, backbone: &'static str, edit: (&'static str, &'static str, &'static str), must: &'static [&'static str]) -> Bad {
+    Bad { setting, method, backbone, flags: None, edit: Some(edit), must }
+}
+
+/// Every nonsensical setting, from a flag and from a `--config` file, is
+/// refused before training with the field, the value and the allowed range;
+/// `docs/config-errors.md` is the table of these cases and their messages
+/// (`UPDATE_DOCS=1` rewrites it).
+#[test]
+fn bad_settings_are_refused_with_field_value_and_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data);
+    let (r18, vit) = ("resnet18-cifar", "vit-tiny-cifar");
+    let cases = vec![
+        flag("unknown method", "nope", r18, &[], &["method.name = nope", "one of simclr"]),
+        flag("epochs 0", "simclr", r18, &["--epochs", "0"], &["epochs = 0", "[1, inf)"]),
+        flag("batch size 0", "simclr", r18, &["--batch-size", "0"], &["batch_size = 0", "[1, inf)"]),
+        flag("batch size larger than the data", "simclr", r18, &["--batch-size", "64"], &["batch_size = 64", "[1, 32]"]),
+        flag("batch size larger than --limit", "simclr", r18, &["--limit", "4"], &["batch_size = 8", "[1, 4]", "limit = 4"]),
+        flag("non-finite lr", "simclr", r18, &["--lr", "NaN"], &["lr = NaN", "[0, inf)"]),
+        flag("infinite lr", "simclr", r18, &["--lr", "inf"], &["lr = inf", "[0, inf)"]),
+        flag("negative lr", "simclr", r18, &["--lr=-0.1"], &["lr = -0.1", "[0, inf)"]),
+        flag("negative weight decay", "simclr", r18, &["--weight-decay=-1"], &["weight_decay = -1", "[0, inf)"]),
+        flag("warmup longer than training", "simclr", r18, &["--warmup-epochs", "3"], &["warmup_epochs = 3", "[0, 2]"]),
+        flag("negative clip_grad", "simclr", r18, &["--clip-grad=-1"], &["clip_grad = -1", "[0, inf)"]),
+        flag("negative threads", "simclr", r18, &["--threads=-2"], &["threads = -2", "[0, inf)"]),
+        flag("negative max_minutes", "simclr", r18, &["--max-minutes=-1"], &["max_minutes = -1", "[0, inf)"]),
+        flag("non-finite knn_every", "simclr", r18, &["--knn-every", "NaN"], &["knn_every = NaN", "finite"]),
+        flag("width 0", "simclr", r18, &["--width", "0"], &["width = 0", "[1, 4096]"]),
+        flag("width on a ViT", "simclr", vit, &["--width", "8"], &["width = 8", "ResNets only"]),
+        flag("depth 0", "simclr", vit, &["--depth", "0"], &["depth = 0", "[1, 64]"]),
+        flag("unknown device", "simclr", r18, &["--device", "tpu"], &["unknown device 'tpu'", "cpu, cuda or cuda:N"]),
+        flag("unknown backbone", "simclr", "resnet19", &[], &["backbone = resnet19"]),
+        flag("temperature 0", "simclr", r18, &["--temperature", "0"], &["method.temperature = 0", "(0, inf)"]),
+        flag("projection out 0", "simclr", r18, &["--proj-out", "0"], &["method.proj_out = 0", "[1, inf)"]),
+        flag("a setting the method does not have", "simclr", r18, &["--queue-size", "10"], &["--queue-size", "moco_v2", "not of simclr"]),
+        flag("queue size 0", "moco", r18, &["--queue-size", "0"], &["method.queue_size = 0", "[1, inf)"]),
+        flag("tau above 1", "byol", r18, &["--tau", "1.5"], &["method.tau = 1.5", "[0, 1]"]),
+        flag("prediction hidden not an integer", "simsiam", r18, &["--pred-hidden", "2.5"], &["method.pred_hidden = 2.5", "an integer in [1, inf)"]),
+        flag("local crops beyond the limit", "dino", r18, &["--n-local", "100"], &["method.n_local = 100", "[0, 32]"]),
+        flag("negative local crops", "dino", r18, &["--n-local=-1"], &["method.n_local = -1", "[0, 32]"]),
+        flag("student temperature 0", "dino", r18, &["--student-temp", "0"], &["method.student_temp = 0", "(0, inf)"]),
+        flag("center momentum above 1", "dino", r18, &["--center-momentum", "2"], &["method.center_momentum = 2", "[0, 1]"]),
+        flag("mask ratio 1.5", "mae", vit, &["--mask-ratio", "1.5"], &["method.mask_ratio = 1.5", "[0, 1)"]),
+        flag("mask ratio that keeps no patch", "mae", vit, &["--mask-ratio", "0.995"], &["method.mask_ratio = 0.995", "64 patches"]),
+        flag("decoder heads not dividing decoder dim", "mae", vit, &["--decoder-heads", "3"], &["method.decoder_heads = 3", "divisor of method.decoder_dim = 128"]),
+        flag("decoder depth 0", "mae", vit, &["--decoder-depth", "0"], &["method.decoder_depth = 0", "[1, inf)"]),
+        flag("MAE on a ResNet", "mae", r18, &[], &["backbone", "a ViT"]),
+        file("temperature 0", "simclr", r18, ("method", "temperature", "0.0"), &["method.temperature = 0", "(0, inf)"]),
+        file("queue size 0", "moco_v2", r18, ("method", "queue_size", "0"), &["method.queue_size = 0", "[1, inf)"]),
+        file("mask ratio 1.5", "mae", vit, ("method", "mask_ratio", "1.5"), &["method.mask_ratio = 1.5", "[0, 1)"]),
+        file("decoder heads not dividing decoder dim", "mae", vit, ("method", "decoder_heads", "3"), &["method.decoder_heads = 3", "divisor"]),
+        file("local crops beyond the limit", "dino", r18, ("method", "n_local", "100"), &["method.n_local = 100", "[0, 32]"]),
+        file("teacher temperature NaN", "dino", r18, ("method", "teacher_temp", "nan"), &["method.teacher_temp = NaN", "(0, inf)"]),
+        file("unknown method", "simclr", r18, ("method", "name", "\"nope\""), &["method.name = nope", "one of simclr"]),
+        file("a setting of another method", "simclr", r18, ("method", "queue_size", "4096"), &["unknown field `queue_size`", "proj_hidden, proj_out, temperature"]),
+        file("batch size 0", "simclr", r18, ("", "batch_size", "0"), &["batch_size = 0", "[1, inf)"]),
+        file("epochs 0", "simclr", r18, ("", "epochs", "0"), &["epochs = 0", "[1, inf)"]),
+        file("non-finite lr", "simclr", r18, ("", "lr", "nan"), &["lr = NaN", "[0, inf)"]),
+        file("negative final weight decay", "simclr", r18, ("", "final_weight_decay", "-1.0"), &["final_weight_decay = -1", "[0, inf)"]),
+        file("SGD momentum above 1", "simclr", r18, ("", "momentum", "1.5"), &["momentum = 1.5", "[0, 1]"]),
+        file("negative threads", "simclr", r18, ("", "threads", "-1"), &["threads = -1", "[0, inf)"]),
+        file("a misspelt setting", "simclr", r18, ("", "epoch", "3"), &["unknown field `epoch`"]),
+    ];
+    // The run's settings unless the case sets them itself (clap refuses a flag given twice).
+    let base = |flags: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec!["train", "--quiet"];
+        for (k, val) in [("--epochs", "--epochs=2"), ("--batch-size", "--batch-size=8"), ("--threads", "--threads=1"), ("--knn-every", "--knn-every=-1")] {
+            if !flags.iter().any(|f| f.split('=').next() == Some(k)) {
+                v.push(val);
+            }
+        }
+        v
+    };
+    let mut table = String::from("# Refused settings\n\nGenerated by `tests/train_cli.rs` (`bad_settings_are_refused_with_field_value_and_range`), which runs each case through `pretext train` and checks the message; do not edit by hand: `UPDATE_DOCS=1 cargo nextest run -p pretext --test train_cli -E 'test(bad_settings)'` rewrites it. Every case fails before libtorch runs a step. `<tmp>` stands for the test's temporary dir.\n\n| setting | given as | error |\n|---|---|---|\n");
+    for (i, c) in cases.iter().enumerate() {
+        let run = tmp.path().join(format!("run{i}"));
+        let mut cmd = pretext(&data);
+        cmd.args(base(c.flags.as_deref().unwrap_or(&[]))).args(["--method", c.method, "--backbone", c.backbone]).arg("--data").arg(&data).arg("--out").arg(&run);
+        let given = match (&c.flags, c.edit) {
+            (Some(flags), _) => {
+                cmd.args(flags);
+                let mut g = format!("`--method {} --backbone {}", c.method, c.backbone);
+                for f in flags {
+                    g += &format!(" {f}");
+                }
+                g + "`"
+            }
+            (None, Some((section, key, value))) => {
+                // A valid config of the method, edited: the file a user re-runs with --config.
+                let out = pretext(&data).args(base(&[])).args(["--method", c.method, "--backbone", c.backbone, "--dry-run"]).arg("--data").arg(&data).arg("--out").arg(&run).output().unwrap();
+                assert!(out.status.success(), "{}: {}", c.setting, String::from_utf8_lossy(&out.stderr));
+                let mut t: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+                let v: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}")).unwrap()["v"].clone();
+                let target = if section.is_empty() { &mut t } else { t.get_mut(section).unwrap().as_table_mut().unwrap() };
+                target.insert(key.to_string(), v);
+                let path = tmp.path().join(format!("bad{i}.toml"));
+                std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+                cmd = pretext(&data);
+                cmd.args(["train", "--quiet", "--config"]).arg(&path);
+                format!("config file: `{}{key} = {value}`", if section.is_empty() { String::new() } else { format!("[{section}] ") })
+            }
+            _ => unreachable!(),
+        };
+        let out = cmd.env("RUST_BACKTRACE", "0").env("RUST_LIB_BACKTRACE", "0").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).replace(&tmp.path().display().to_string(), "<tmp>");
+        let err = err.split("Stack backtrace:").next().unwrap_or_default().to_string();
+        assert!(!out.status.success(), "{} ({given}) was accepted", c.setting);
+        for m in c.must {
+            assert!(err.contains(m), "{} ({given}): the message lacks {m:?}:\n{err}", c.setting);
+        }
+        assert!(!err.contains("panicked") && !err.contains("libtorch") && !run.join("checkpoint.safetensors").exists(), "{}: {err}", c.setting);
+        let msg: Vec<&str> = err.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "Caused by:").collect();
+        let msg = msg.join(" / ").trim_start_matches("Error: ").replace('|', "\\|");
+        table += &format!("| {} | {} | {} |\n", c.setting, given.replace('|', "\\|"), msg);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config-errors.md");
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &table).unwrap();
+    }
+    assert!(std::fs::read_to_string(&path).unwrap_or_default() == table, "{} is not the table this test generates: rerun with UPDATE_DOCS=1", path.display());
 }

@@ -28,8 +28,6 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// Errors of augmentation configs and inputs.
 #[derive(Debug, thiserror::Error)]
 pub enum AugmentError {
-    #[error("unknown augmentation preset '{0}': expected one of simclr, moco_v2, byol, simsiam, dino, mae")]
-    UnknownPreset(String),
     #[error("image {index}: buffer holds {len} bytes, expected {h}x{w}x3 = {expected}")]
     BadImage { index: usize, len: usize, h: usize, w: usize, expected: usize },
     #[error("invalid augmentation: {0}")]
@@ -137,65 +135,63 @@ pub enum Resolution {
     Imagenet,
 }
 
+/// A blur probability, or 0 at CIFAR resolution.
+fn blur(res: Resolution, p: f32) -> f32 {
+    if res == Resolution::Cifar {
+        0.0
+    } else {
+        p
+    }
+}
+
+/// The papers' augmentations (lightly's transform defaults), or their CIFAR
+/// variant: `size` px views, no Gaussian blur at 32 px. Each method chooses its
+/// pipeline in its own file (`trainer/src/methods/<method>.rs`).
 impl Pipeline {
-    /// The paper's augmentations (lightly's transform defaults), or their
-    /// CIFAR variant: `size` px views, no Gaussian blur at 32 px.
-    pub fn preset(method: &str, res: Resolution, size: usize) -> Result<Self, AugmentError> {
-        let cifar = res == Resolution::Cifar;
-        let blur = |p: f32| if cifar { 0.0 } else { p };
-        let v = |scale| ViewSpec::crop_flip(size, scale);
-        let views = match method {
-            // Chen et al. 2020: s = 1 jitter (0.8, 0.8, 0.8, 0.2) w.p. 0.8, grayscale 0.2, blur 0.5.
-            "simclr" => {
-                let j = ColorJitter { brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.2 };
-                let a = v((0.08, 1.0)).with_color(j, 0.8, 0.2, blur(0.5), 0.0);
-                vec![a.clone(), a]
-            }
-            // Chen et al. 2020 (MoCo v2): crop from 0.2, jitter (0.4, 0.4, 0.4, 0.1) w.p. 0.8, gray 0.2, blur 0.5.
-            "moco_v2" | "mocov2" | "moco" => {
-                let j = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1 };
-                let a = v((0.2, 1.0)).with_color(j, 0.8, 0.2, blur(0.5), 0.0);
-                vec![a.clone(), a]
-            }
-            // Grill et al. 2020, table 6: jitter (0.4, 0.4, 0.2, 0.1) w.p. 0.8; blur 1.0 / 0.1; solarize 0 / 0.2.
-            "byol" => {
-                let j = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
-                vec![v((0.08, 1.0)).with_color(j, 0.8, 0.2, blur(1.0), 0.0), v((0.08, 1.0)).with_color(j, 0.8, 0.2, blur(0.1), 0.2)]
-            }
-            // Chen & He 2021: MoCo v2 augmentations.
-            "simsiam" => {
-                let j = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1 };
-                let a = v((0.2, 1.0)).with_color(j, 0.8, 0.2, blur(0.5), 0.0);
-                vec![a.clone(), a]
-            }
-            // Caron et al. 2021: 2 global crops (0.4, 1) with BYOL's asymmetric blur/solarize,
-            // 6 local crops (0.05, 0.4) at 96/224 of the size with blur 0.5.
-            "dino" => {
-                let j = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
-                let local = if cifar { size / 2 } else { (size * 96 / 224).max(8) };
-                let g1 = v((0.4, 1.0)).with_color(j, 0.8, 0.2, blur(1.0), 0.0);
-                let g2 = v((0.4, 1.0)).with_color(j, 0.8, 0.2, blur(0.1), 0.2);
-                let mut l = ViewSpec::crop_flip(local, (0.05, 0.4)).with_color(j, 0.8, 0.2, blur(0.5), 0.0);
-                l.blur_kernel = ((local as f32 * 0.1) as usize | 1).max(3);
-                let mut views = vec![g1, g2];
-                views.extend(std::iter::repeat_n(l, 6));
-                views
-            }
-            // He et al. 2021: RandomResizedCrop(0.2, 1) + flip only.
-            "mae" => vec![v((0.2, 1.0))],
-            _ => return Err(AugmentError::UnknownPreset(method.into())),
-        };
-        Ok(Self { views })
+    /// Chen et al. 2020 (SimCLR): s = 1 jitter (0.8, 0.8, 0.8, 0.2) w.p. 0.8, grayscale 0.2, blur 0.5.
+    pub fn simclr(res: Resolution, size: usize) -> Self {
+        let j = ColorJitter { brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.2 };
+        let a = ViewSpec::crop_flip(size, (0.08, 1.0)).with_color(j, 0.8, 0.2, blur(res, 0.5), 0.0);
+        Self { views: vec![a.clone(), a] }
     }
 
-    /// Keeps the first `n_global` views and `n_local` copies of the last (local) view; DINO multi-crop.
-    pub fn with_local_crops(mut self, n_local: usize) -> Self {
-        if self.views.len() > 2 {
-            let l = self.views[2].clone();
-            self.views.truncate(2);
-            self.views.extend(std::iter::repeat_n(l, n_local));
-        }
-        self
+    /// Chen et al. 2020 (MoCo v2; SimSiam uses it too): crop from 0.2, jitter (0.4, 0.4, 0.4, 0.1) w.p. 0.8, gray 0.2, blur 0.5.
+    pub fn moco_v2(res: Resolution, size: usize) -> Self {
+        let j = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1 };
+        let a = ViewSpec::crop_flip(size, (0.2, 1.0)).with_color(j, 0.8, 0.2, blur(res, 0.5), 0.0);
+        Self { views: vec![a.clone(), a] }
+    }
+
+    /// Grill et al. 2020 (BYOL), table 6: jitter (0.4, 0.4, 0.2, 0.1) w.p. 0.8; blur 1.0 / 0.1; solarize 0 / 0.2.
+    pub fn byol(res: Resolution, size: usize) -> Self {
+        let j = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
+        let v = || ViewSpec::crop_flip(size, (0.08, 1.0));
+        Self { views: vec![v().with_color(j, 0.8, 0.2, blur(res, 1.0), 0.0), v().with_color(j, 0.8, 0.2, blur(res, 0.1), 0.2)] }
+    }
+
+    /// Caron et al. 2021 (DINO multi-crop): 2 global crops (0.4, 1) with BYOL's
+    /// asymmetric blur/solarize, `n_local` local crops (0.05, 0.4) at 96/224 of
+    /// the size (half the size at CIFAR resolution) with blur 0.5.
+    pub fn dino(res: Resolution, size: usize, n_local: usize) -> Self {
+        let j = ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1 };
+        let local = if res == Resolution::Cifar { size / 2 } else { (size * 96 / 224).max(8) };
+        let g1 = ViewSpec::crop_flip(size, (0.4, 1.0)).with_color(j, 0.8, 0.2, blur(res, 1.0), 0.0);
+        let g2 = ViewSpec::crop_flip(size, (0.4, 1.0)).with_color(j, 0.8, 0.2, blur(res, 0.1), 0.2);
+        let mut l = ViewSpec::crop_flip(local, (0.05, 0.4)).with_color(j, 0.8, 0.2, blur(res, 0.5), 0.0);
+        l.blur_kernel = ((local as f32 * 0.1) as usize | 1).max(3);
+        let mut views = vec![g1, g2];
+        views.extend(std::iter::repeat_n(l, n_local));
+        Self { views }
+    }
+
+    /// He et al. 2021 (MAE): RandomResizedCrop(0.2, 1) + flip only.
+    pub fn mae(_res: Resolution, size: usize) -> Self {
+        Self { views: vec![ViewSpec::crop_flip(size, (0.2, 1.0))] }
+    }
+
+    /// Checks every view (sizes, ranges), as [`Pipeline::batch`] does.
+    pub fn validate(&self) -> Result<(), AugmentError> {
+        self.views.iter().try_for_each(ViewSpec::validate)
     }
 
     /// Augments one image into every view.
@@ -647,7 +643,7 @@ mod tests {
         let imgs: Vec<Vec<u8>> = (0..16).map(|i| test_image(32, 32).iter().map(|v| v.wrapping_add(i)).collect()).collect();
         let refs: Vec<&[u8]> = imgs.iter().map(|v| v.as_slice()).collect();
         let idx: Vec<u64> = (0..16).collect();
-        let p = Pipeline::preset("simclr", Resolution::Cifar, 32).unwrap();
+        let p = Pipeline::simclr(Resolution::Cifar, 32);
         let a = p.batch(&refs, 32, 32, 7, 3, &idx).unwrap();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let b = pool.install(|| p.batch(&refs, 32, 32, 7, 3, &idx).unwrap());
@@ -664,7 +660,7 @@ mod tests {
 
     #[test]
     fn dino_multi_crop_shapes_and_bad_input() {
-        let p = Pipeline::preset("dino", Resolution::Cifar, 32).unwrap().with_local_crops(4);
+        let p = Pipeline::dino(Resolution::Cifar, 32, 4);
         assert_eq!(p.views.len(), 6);
         assert_eq!(p.views[2].size, 16);
         let img = test_image(32, 32);
@@ -673,9 +669,9 @@ mod tests {
         assert_eq!(out[5].len(), 3 * 16 * 16);
         let e = p.batch(&[&img[..10]], 32, 32, 0, 0, &[0]).unwrap_err().to_string();
         assert!(e.contains("10 bytes"), "{e}");
-        assert!(Pipeline::preset("nope", Resolution::Cifar, 32).is_err());
-        for m in ["simclr", "moco_v2", "byol", "simsiam", "dino", "mae"] {
-            for v in Pipeline::preset(m, Resolution::Cifar, 32).unwrap().views {
+        let all = [Pipeline::simclr(Resolution::Cifar, 32), Pipeline::moco_v2(Resolution::Cifar, 32), Pipeline::byol(Resolution::Cifar, 32), Pipeline::dino(Resolution::Cifar, 32, 6), Pipeline::mae(Resolution::Cifar, 32)];
+        for (m, p) in all.into_iter().enumerate() {
+            for v in p.views {
                 assert_eq!(v.blur_p, 0.0, "{m}: no blur at 32 px");
             }
         }

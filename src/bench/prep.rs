@@ -77,9 +77,9 @@ pub struct TrainCase {
 pub fn train_case(dir: &Path, batch: i64) -> Result<TrainCase> {
     use pretext_trainer::methods;
     let backbone = Backbone::new(&BackboneConfig::from_name("resnet18-cifar")?);
-    let mc = methods::MethodConfig::preset("simclr", backbone.embed_dim())?;
+    let mc = methods::simclr::Config::defaults(backbone.embed_dim());
     tch::manual_seed(0);
-    let method = methods::build(&mc, backbone, Device::Cpu)?;
+    let method = methods::build(&mc.clone().into(), backbone, Device::Cpu)?;
     let mut blobs = BTreeMap::new();
     for (prefix, params) in method.students() {
         blobs.extend(params.to_named_blobs(prefix));

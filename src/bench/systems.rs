@@ -85,10 +85,8 @@ pub struct StepConfig {
 /// keeps its state between calls, so the bench can time some steps, run the
 /// Python peers, and time the rest of the same trajectory.
 pub struct TrainSession {
-    method: Box<dyn pretext_trainer::methods::Method>,
-    opt: pretext_trainer::optim::Optimizer,
+    trainer: pretext_trainer::train::Trainer,
     views: [Tensor; 2],
-    cfg: StepConfig,
     step: u64,
     total_steps: u64,
 }
@@ -96,40 +94,28 @@ pub struct TrainSession {
 impl TrainSession {
     /// Builds the method from the case's weights; `total_steps` only feeds the step context.
     pub fn new(case: &TrainCase, cfg: StepConfig, total_steps: u64) -> Result<Self> {
-        use pretext_trainer::methods;
-        use pretext_trainer::optim::{Optimizer, OptimizerKind, Slot};
+        use pretext_trainer::methods::{self, simclr};
+        use pretext_trainer::optim::OptimizerKind;
+        use pretext_trainer::train::{StepSchedule, Trainer};
         let backbone = Backbone::new(&pretext_models::BackboneConfig::from_name("resnet18-cifar")?);
-        let mut mc = methods::MethodConfig::preset("simclr", backbone.embed_dim())?;
-        mc.proj_hidden = case.hidden;
-        mc.proj_out = case.out;
-        mc.temperature = cfg.temperature;
-        let method = methods::build(&mc, backbone, Device::Cpu)?;
-        let mut slots = Vec::new();
+        let mc = simclr::Config { proj_hidden: case.hidden, proj_out: case.out, temperature: cfg.temperature };
+        let method = methods::build(&mc.into(), backbone, Device::Cpu)?;
         for (_, params) in method.students() {
             params.load_safetensors(&case.weights, "", true)?;
-            for (spec, t) in params.trainable() {
-                slots.push(Slot::new(spec.name.clone(), t.shallow_clone(), spec.kind));
-            }
         }
-        let mut opt = Optimizer::new(OptimizerKind::Sgd, slots);
-        opt.momentum = cfg.momentum;
+        let trainer = Trainer::new(method, OptimizerKind::Sgd, cfg.momentum, StepSchedule::constant(cfg.lr, cfg.weight_decay));
         let (data, shape) = read_f32(&case.views, "x")?;
         let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let all = Tensor::from_slice(&data).reshape(&shape);
         let views = [all.narrow(0, 0, case.batch), all.narrow(0, case.batch, case.batch)];
-        Ok(Self { method, opt, views, cfg, step: 0, total_steps })
+        Ok(Self { trainer, views, step: 0, total_steps })
     }
 
     /// One step: (seconds, loss).
     pub fn step(&mut self) -> Result<(f64, f64)> {
         let t0 = std::time::Instant::now();
         let ctx = pretext_trainer::methods::StepCtx { step: self.step, total_steps: self.total_steps, epoch: 0 };
-        self.opt.zero_grad();
-        let loss = self.method.loss(&self.views, &ctx)?;
-        let value = loss.double_value(&[]);
-        loss.backward();
-        self.opt.step(self.cfg.lr, self.cfg.weight_decay);
-        self.method.after_step(&ctx);
+        let value = self.trainer.step(&self.views, &ctx)?;
         self.step += 1;
         Ok((t0.elapsed().as_secs_f64(), value))
     }
@@ -180,12 +166,12 @@ impl KnnSearch {
     }
 }
 
-/// The trainer's SimCLR augmentation (`Pipeline::preset`) on random u8
+/// The trainer's SimCLR augmentation (`Pipeline::simclr`) on random u8
 /// images of `side` px: images/s on `threads` rayon threads (both views of
 /// each image count as one image).
 pub fn time_augment(res: pretext_data::augment::Resolution, size: usize, side: usize, images: usize, threads: usize, timing: &Timing) -> Result<Vec<f64>> {
     use rand::{Rng, SeedableRng};
-    let pipe = pretext_data::augment::Pipeline::preset("simclr", res, size)?;
+    let pipe = pretext_data::augment::Pipeline::simclr(res, size);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
     let data: Vec<Vec<u8>> = (0..images).map(|_| (0..side * side * 3).map(|_| rng.random::<u8>()).collect()).collect();
     let refs: Vec<&[u8]> = data.iter().map(|v| v.as_slice()).collect();

@@ -16,20 +16,22 @@
 use std::time::Instant;
 
 use pretext_models::{Backbone, BackboneConfig};
-use pretext_trainer::methods::{self, Method, MethodConfig, StepCtx};
-use pretext_trainer::optim::{Optimizer, OptimizerKind, Slot};
+use pretext_trainer::methods::{self, MethodConfig, StepCtx};
+use pretext_trainer::optim::OptimizerKind;
+use pretext_trainer::train::{StepSchedule, Trainer};
 use tch::{Device, Tensor};
 
-fn build(method_name: &str, weights: &str, nchw: bool) -> (Box<dyn Method>, Optimizer) {
+fn build(method_name: &str, weights: &str, nchw: bool) -> Trainer {
     let backbone = Backbone::new(&BackboneConfig::from_name("resnet18-cifar").unwrap());
-    let mut mc = MethodConfig::preset(method_name, backbone.embed_dim()).unwrap();
-    mc.proj_hidden = 512;
-    mc.proj_out = 128;
-    mc.temperature = 0.5;
+    let mut mc = MethodConfig::defaults(method_name, backbone.embed_dim()).unwrap();
+    mc.set("proj_hidden", "512").unwrap();
+    mc.set("proj_out", "128").unwrap();
+    if mc.spec().field("temperature").is_some() {
+        mc.set("temperature", "0.5").unwrap();
+    }
     // Both variants start from the same random init (other methods' heads are not in WEIGHTS).
     tch::manual_seed(0);
     let method = methods::build(&mc, backbone, Device::Cpu).unwrap();
-    let mut slots = Vec::new();
     for (_, params) in method.students() {
         if method_name == "simclr" {
             params.load_safetensors(std::path::Path::new(weights), "", true).unwrap();
@@ -40,13 +42,8 @@ fn build(method_name: &str, weights: &str, nchw: bool) -> (Box<dyn Method>, Opti
             let c = t.contiguous();
             tch::no_grad(|| t.set_data(&c));
         }
-        for (spec, t) in params.trainable() {
-            slots.push(Slot::new(spec.name.clone(), t.shallow_clone(), spec.kind));
-        }
     }
-    let mut opt = Optimizer::new(OptimizerKind::Sgd, slots);
-    opt.momentum = 0.9;
-    (method, opt)
+    Trainer::new(method, OptimizerKind::Sgd, 0.9, StepSchedule::constant(0.03, 5e-4))
 }
 
 /// CPU seconds used by this process so far (all threads), from /proc/self/stat.
@@ -73,7 +70,7 @@ fn main() {
     if let Ok(only) = std::env::var("ONLY") {
         variants.retain(|v| v.0 == only);
     }
-    let stride = variants.last().unwrap().1 .0.students()[0].1.get("layer1.0.conv1.weight").unwrap().stride();
+    let stride = variants.last().unwrap().1.method.students()[0].1.get("layer1.0.conv1.weight").unwrap().stride();
     println!("last variant conv weight strides {stride:?}");
     if let Some(n) = std::env::var("THREADS").ok().and_then(|s| s.parse().ok()) {
         tch::set_num_threads(n);
@@ -83,15 +80,10 @@ fn main() {
     let mut cpu = vec![Vec::new(); variants.len()];
     let mut losses = vec![Vec::new(); variants.len()];
     for r in 0..rounds {
-        for (i, (_, (method, opt))) in variants.iter_mut().enumerate() {
+        for (i, (_, trainer)) in variants.iter_mut().enumerate() {
             let ctx = StepCtx { step: r as u64, total_steps: rounds as u64, epoch: 0 };
             let (t0, c0) = (Instant::now(), cpu_s());
-            opt.zero_grad();
-            let loss = method.loss(&views, &ctx).unwrap();
-            losses[i].push(loss.double_value(&[]));
-            loss.backward();
-            opt.step(0.03, 5e-4);
-            method.after_step(&ctx);
+            losses[i].push(trainer.step(&views, &ctx).unwrap());
             times[i].push(t0.elapsed().as_secs_f64());
             cpu[i].push(cpu_s() - c0);
         }

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pretext_data::augment::{Pipeline, Resolution};
+use pretext_data::augment::Resolution;
 use pretext_data::preprocess::EvalTransform;
 use pretext_models::{Backbone, BackboneConfig};
 use rand::seq::SliceRandom;
@@ -19,12 +19,13 @@ use tch::{Device, Kind, Tensor};
 use crate::backend::WeightsError;
 use crate::checkpoint::{self, CheckpointError};
 use crate::eval::{self, ImageSet};
-use crate::methods::{self, MethodConfig, MethodError, StepCtx};
+use crate::methods::{self, ConfigError, Method, MethodConfig, MethodError, Range, StepCtx};
 use crate::optim::{Optimizer, OptimizerKind, Slot};
 use crate::schedule;
 
 /// Everything a run depends on; saved as `config.toml` in the run dir.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     pub method: MethodConfig,
     /// CLI backbone name (`resnet18-cifar`), with optional width override.
@@ -69,14 +70,14 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The method's defaults (its config, optimizer, lr and weight decay, from
+    /// its registry entry) and the run's, for `backbone` at its preset size.
     pub fn defaults(method: &str, backbone: &str) -> Result<Self, TrainError> {
-        let bc = BackboneConfig::from_name(backbone).map_err(|e| TrainError::Config(e.to_string()))?;
+        let bc = BackboneConfig::from_name(backbone).map_err(|_| ConfigError::new("backbone", backbone, format!("one of {}", pretext_models::BACKBONE_NAMES.join(", "))))?;
         let b = Backbone::new(&bc);
-        let m = MethodConfig::preset(method, b.embed_dim())?;
-        let (opt, lr, wd) = match m.name.as_str() {
-            "dino" | "mae" => (OptimizerKind::Adamw, 5e-4, 0.04),
-            _ => (OptimizerKind::Sgd, 0.06, 5e-4),
-        };
+        let m = MethodConfig::defaults(method, b.embed_dim())?;
+        let o = m.spec().optimizer;
+        let (opt, lr, wd) = (o.kind, o.lr, o.weight_decay);
         Ok(Self {
             method: m,
             backbone: backbone.into(),
@@ -109,30 +110,58 @@ impl TrainConfig {
 
     /// Sets the ResNet width (`None`: the preset's) and sizes the method's
     /// heads for the backbone's embed dim at that width, by the preset's rule
-    /// ([`MethodConfig::preset`]); explicit head sizes are set after this.
+    /// (the method's defaults that depend on the embed dim); explicit head sizes are set after this.
     pub fn with_width(mut self, width: Option<i64>) -> Result<Self, TrainError> {
         self.width = width;
         let d = Backbone::new(&self.backbone_config()?).embed_dim();
-        let p = MethodConfig::preset(&self.method.name, d)?;
-        (self.method.proj_hidden, self.method.proj_out, self.method.pred_hidden) = (p.proj_hidden, p.proj_out, p.pred_hidden);
+        self.method.resize_heads(d);
         Ok(self)
     }
 
     pub fn backbone_config(&self) -> Result<BackboneConfig, TrainError> {
-        let mut c = BackboneConfig::from_name(&self.backbone).map_err(|e| TrainError::Config(e.to_string()))?;
-        if let (Some(w), BackboneConfig::Resnet(r)) = (self.width, &mut c) {
-            r.width = w;
-        }
-        if let (Some(_), BackboneConfig::Vit(_) | BackboneConfig::MobilenetV2(_)) = (self.width, &c) {
-            return Err(TrainError::Config("--width applies to ResNets only".into()));
+        let mut c = BackboneConfig::from_name(&self.backbone).map_err(|_| ConfigError::new("backbone", &self.backbone, format!("one of {}", pretext_models::BACKBONE_NAMES.join(", "))))?;
+        match (self.width, &mut c) {
+            (Some(w), BackboneConfig::Resnet(r)) if w >= 1 && w <= 4096 => r.width = w,
+            (Some(w), BackboneConfig::Resnet(_)) => return Err(ConfigError::new("width", w, "an integer in [1, 4096]").into()),
+            (Some(w), _) => return Err(ConfigError::new("width", w, format!("no width: it applies to ResNets only, not {}", self.backbone)).into()),
+            (None, _) => {}
         }
         match (self.depth, &mut c) {
-            (Some(0), _) => return Err(TrainError::Config("--depth must be at least 1".into())),
+            (Some(d), BackboneConfig::Vit(_)) if d == 0 || d > 64 => return Err(ConfigError::new("depth", d, "an integer in [1, 64]").into()),
             (Some(d), BackboneConfig::Vit(v)) => *v = v.clone().with_depth(d),
-            (Some(_), _) => return Err(TrainError::Config("--depth applies to ViTs only".into())),
+            (Some(d), _) => return Err(ConfigError::new("depth", d, format!("no depth: it applies to ViTs only, not {}", self.backbone)).into()),
             (None, _) => {}
         }
         Ok(c)
+    }
+
+    /// Refuses every nonsensical setting, naming the field, its value and the
+    /// allowed range, before libtorch sees any of them. The batch size against
+    /// the data is checked by [`train`] once the data is open.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bc = self.backbone_config()?;
+        self.method.validate(&Backbone::new(&bc))?;
+        let num = |field: &str, v: f64, r: Range| r.check(field, v, false);
+        let int = |field: &str, v: f64, r: Range| r.check(field, v, true);
+        int("epochs", self.epochs as f64, Range::at_least(1.0))?;
+        int("batch_size", self.batch_size as f64, Range::at_least(1.0))?;
+        num("lr", self.lr, Range::at_least(0.0))?;
+        num("min_lr", self.min_lr, Range::at_least(0.0))?;
+        num("warmup_epochs", self.warmup_epochs, Range::closed(0.0, self.epochs as f64))?;
+        num("weight_decay", self.weight_decay, Range::at_least(0.0))?;
+        num("final_weight_decay", self.final_weight_decay, Range::at_least(0.0))?;
+        num("momentum", self.momentum, Range::closed(0.0, 1.0))?;
+        num("clip_grad", self.clip_grad, Range::at_least(0.0))?;
+        num("max_minutes", self.max_minutes, Range::at_least(0.0))?;
+        if !self.knn_every.is_finite() {
+            return Err(ConfigError::new("knn_every", self.knn_every, "a finite number of epochs (0: at the start and end only, negative: never)").into());
+        }
+        int("threads", self.threads as f64, Range::at_least(0.0))?;
+        if self.data.as_os_str().is_empty() {
+            return Err(ConfigError::new("data", "(empty)", "a dataset path (e.g. ../shared/data/cifar10-jpg.tar.gz)").into());
+        }
+        self.device()?;
+        Ok(())
     }
 
     pub fn device(&self) -> Result<Device, TrainError> {
@@ -145,6 +174,8 @@ pub enum TrainError {
     #[error("config: {0}")]
     Config(String),
     #[error(transparent)]
+    Setting(#[from] ConfigError),
+    #[error(transparent)]
     Method(#[from] MethodError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -156,6 +187,92 @@ pub enum TrainError {
     InitWeights(#[from] WeightsError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The learning-rate and weight-decay schedules and the gradient clipping of a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepSchedule {
+    /// Peak learning rate, after `warmup_steps` of linear warmup, cosine to `min_lr`.
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    /// Weight decay, cosine from `weight_decay` to `final_weight_decay`.
+    pub weight_decay: f64,
+    pub final_weight_decay: f64,
+    /// Max global gradient norm; 0 = off.
+    pub clip_grad: f64,
+}
+
+impl StepSchedule {
+    /// Constant lr and weight decay, no clipping.
+    pub fn constant(lr: f64, weight_decay: f64) -> Self {
+        Self { lr, min_lr: lr, warmup_steps: 0, weight_decay, final_weight_decay: weight_decay, clip_grad: 0.0 }
+    }
+    pub fn lr(&self, ctx: &StepCtx) -> f64 {
+        schedule::warmup_cosine(ctx.step, ctx.total_steps, self.warmup_steps, self.lr, self.min_lr)
+    }
+    pub fn weight_decay(&self, ctx: &StepCtx) -> f64 {
+        schedule::cosine(ctx.step, ctx.total_steps, self.weight_decay, self.final_weight_decay)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Method(#[from] MethodError),
+    #[error("non-finite loss {0}")]
+    NonFinite(f64),
+}
+
+/// A method, its optimizer (over every student tensor) and its schedules:
+/// the one training step of `pretext train`, `pretext bench`, the examples
+/// and the step-equivalence tests.
+pub struct Trainer {
+    pub method: Box<dyn Method>,
+    pub opt: Optimizer,
+    pub schedule: StepSchedule,
+}
+
+impl Trainer {
+    pub fn new(method: Box<dyn Method>, kind: OptimizerKind, momentum: f64, schedule: StepSchedule) -> Self {
+        let mut slots = Vec::new();
+        for (prefix, p) in method.students() {
+            for (s, t) in p.trainable() {
+                slots.push(Slot::new(format!("{prefix}{}", s.name), t.shallow_clone(), s.kind));
+            }
+        }
+        let mut opt = Optimizer::new(kind, slots);
+        opt.momentum = momentum;
+        Self { method, opt, schedule }
+    }
+
+    /// zero_grad, momentum updates due before the loss, loss, non-finite
+    /// check, backward, clipping, freezing, optimizer step, momentum updates
+    /// due after it, then the method's `after_step`. Returns the loss. The
+    /// gradients stay on the tensors until the next step.
+    pub fn step(&mut self, views: &[Tensor], ctx: &StepCtx) -> Result<f64, StepError> {
+        let (lr, wd) = (self.schedule.lr(ctx), self.schedule.weight_decay(ctx));
+        self.opt.zero_grad();
+        for m in self.method.momentum().iter().filter(|m| m.before_loss) {
+            methods::ema_update(m.teacher, m.student, m.tau_at(ctx));
+        }
+        let loss = self.method.loss(views, ctx)?;
+        let lv = loss.double_value(&[]);
+        if !lv.is_finite() {
+            return Err(StepError::NonFinite(lv));
+        }
+        loss.backward();
+        if self.schedule.clip_grad > 0.0 {
+            self.opt.clip_grad_norm(self.schedule.clip_grad);
+        }
+        self.opt.freeze(&self.method.frozen(ctx));
+        self.opt.step(lr, wd);
+        for m in self.method.momentum().iter().filter(|m| !m.before_loss) {
+            methods::ema_update(m.teacher, m.student, m.tau_at(ctx));
+        }
+        self.method.after_step(ctx);
+        Ok(lv)
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -249,6 +366,7 @@ fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<u64> {
 
 /// Trains (or resumes) the run described by `cfg`.
 pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary, TrainError> {
+    cfg.validate()?;
     if cfg.threads > 0 {
         tch::set_num_threads(cfg.threads);
     }
@@ -263,37 +381,27 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     let gallery = full_train.subset(cfg.knn_train);
     drop(full_train);
     let n = train_split.n;
-    if cfg.batch_size == 0 {
-        return Err(TrainError::Config("--batch-size must be positive".into()));
-    }
     if n < cfg.batch_size {
-        return Err(TrainError::Config(format!("{} training images, fewer than the batch size {}", n, cfg.batch_size)));
+        let what = if cfg.limit > 0 { format!("at most the {n} training images kept by limit = {}", cfg.limit) } else { format!("at most the {n} training images of {}", cfg.data.display()) };
+        return Err(ConfigError::new("batch_size", cfg.batch_size, format!("an integer in [1, {n}]: {what}")).into());
     }
     let bc = cfg.backbone_config()?;
     let size = bc.default_image_size() as usize;
     let res = if size <= 64 { Resolution::Cifar } else { Resolution::Imagenet };
-    let mut pipeline = Pipeline::preset(&cfg.method.name, res, size).map_err(|e| TrainError::Config(e.to_string()))?;
-    if cfg.method.name == "dino" {
-        pipeline = pipeline.with_local_crops(cfg.method.n_local);
-    }
+    let pipeline = cfg.method.pipeline(res, size);
+    pipeline.validate().map_err(|e| TrainError::Config(format!("{} augmentation: {e}", cfg.method.name())))?;
 
     tch::manual_seed(cfg.seed as i64);
-    let mut method = methods::build(&cfg.method, Backbone::new(&bc), device)?;
+    let method = methods::build(&cfg.method, Backbone::new(&bc), device)?;
     if let Some(path) = &cfg.init_weights {
         load_init_weights(method.as_ref(), path)?;
     }
-    let mut slots = Vec::new();
-    for (prefix, p) in method.students() {
-        for (s, t) in p.trainable() {
-            slots.push(Slot::new(format!("{prefix}{}", s.name), t.shallow_clone(), s.kind));
-        }
-    }
-    let mut opt = Optimizer::new(cfg.optimizer, slots);
-    opt.momentum = cfg.momentum;
-
     let steps_per_epoch = (n / cfg.batch_size) as u64;
     let total = steps_per_epoch * cfg.epochs;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f64) as u64;
+    let schedule = StepSchedule { lr: cfg.lr, min_lr: cfg.min_lr, warmup_steps: warmup, weight_decay: cfg.weight_decay, final_weight_decay: cfg.final_weight_decay, clip_grad: cfg.clip_grad };
+    let mut trainer = Trainer::new(method, cfg.optimizer, cfg.momentum, schedule);
+    let (method, opt) = (&mut trainer.method, &mut trainer.opt);
     let ckpt_path = out.join("checkpoint.safetensors");
     let mut start = 0u64;
     let mut minutes_before = 0.0;
@@ -333,7 +441,8 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     };
     let mut last_knn = None;
     let log = |m: &Metric, f: &mut std::fs::File| -> Result<(), TrainError> {
-        writeln!(f, "{}", serde_json::to_string(m).expect("metric serialises")).map_err(io(out))
+        let line = serde_json::to_string(m).map_err(|e| TrainError::Data(format!("metrics line: {e}")))?;
+        writeln!(f, "{line}").map_err(io(out))
     };
     if start == 0 && cfg.knn_every >= 0.0 && test_split.is_some() {
         let k = run_knn(method.as_ref())?;
@@ -347,7 +456,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     bar.set_position(start);
 
     // Augmentation runs one batch ahead on a producer thread.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Vec<f32>>)>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Result<Vec<Vec<f32>>, pretext_data::augment::AugmentError>)>(2);
     let producer = {
         let pipeline = pipeline.clone();
         let pixels = train_split.pixels.clone();
@@ -364,8 +473,9 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
                 let i = (step % steps_per_epoch) as usize;
                 let idx = &order[i * bs..(i + 1) * bs];
                 let imgs: Vec<&[u8]> = idx.iter().map(|&j| &pixels[j as usize * h * w * 3..(j as usize + 1) * h * w * 3]).collect();
-                let views = pipeline.batch(&imgs, h, w, seed, epoch, idx).expect("validated pipeline and sizes");
-                if tx.send((step, views)).is_err() {
+                let views = pipeline.batch(&imgs, h, w, seed, epoch, idx);
+                let failed = views.is_err();
+                if tx.send((step, views)).is_err() || failed {
                     return;
                 }
             }
@@ -381,6 +491,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     let mut loss_acc = (0.0, 0usize);
     while step < total {
         let (s, views) = rx.recv().map_err(|_| TrainError::Data("augmentation thread stopped".into()))?;
+        let views = views.map_err(|e| TrainError::Data(format!("augmenting step {s}: {e}")))?;
         debug_assert_eq!(s, step);
         let xs: Vec<Tensor> = views
             .iter()
@@ -389,22 +500,16 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
             .collect();
         tch::manual_seed((cfg.seed.wrapping_mul(1_000_000_007).wrapping_add(step)) as i64);
         let ctx = StepCtx { step, total_steps: total, epoch: step / steps_per_epoch };
-        let lr = schedule::warmup_cosine(step, total, warmup, cfg.lr, cfg.min_lr);
-        let wd = schedule::cosine(step, total, cfg.weight_decay, cfg.final_weight_decay);
-        opt.zero_grad();
-        let loss = method.loss(&xs, &ctx)?;
-        let lv = loss.double_value(&[]);
-        if !lv.is_finite() {
-            bar.abandon();
-            return Err(TrainError::NonFinite { loss: lv, step, epoch: step / steps_per_epoch, checkpoint: if ckpt_path.exists() { ckpt_path.display().to_string() } else { "none (no checkpoint was written yet)".into() } });
-        }
-        loss.backward();
-        if cfg.clip_grad > 0.0 {
-            opt.clip_grad_norm(cfg.clip_grad);
-        }
-        opt.freeze(&method.frozen(&ctx));
-        opt.step(lr, wd);
-        method.after_step(&ctx);
+        let lr = trainer.schedule.lr(&ctx);
+        let lv = match trainer.step(&xs, &ctx) {
+            Ok(l) => l,
+            Err(StepError::NonFinite(loss)) => {
+                bar.abandon();
+                return Err(TrainError::NonFinite { loss, step, epoch: step / steps_per_epoch, checkpoint: if ckpt_path.exists() { ckpt_path.display().to_string() } else { "none (no checkpoint was written yet)".into() } });
+            }
+            Err(StepError::Method(e)) => return Err(e.into()),
+        };
+        let (method, opt) = (&trainer.method, &trainer.opt);
         step += 1;
         images += cfg.batch_size;
         loss_acc.0 += lv;

@@ -15,7 +15,11 @@ fn augment_images_per_second() {
     let imgs: Vec<&[u8]> = (0..train.n).map(|i| set.image(i)).collect();
     let idx: Vec<u64> = (0..train.n as u64).collect();
     for method in ["simclr", "byol", "dino"] {
-        let p = Pipeline::preset(method, Resolution::Cifar, 32).unwrap();
+        let p = match method {
+            "simclr" => Pipeline::simclr(Resolution::Cifar, 32),
+            "byol" => Pipeline::byol(Resolution::Cifar, 32),
+            _ => Pipeline::dino(Resolution::Cifar, 32, 6),
+        };
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             let t = Instant::now();

@@ -6,6 +6,8 @@
 //! the teacher away from the student, the EMA order (MoCo: before the keys;
 //! BYOL, DINO: after the step) shows in the loss and the teacher; DINO runs at
 //! epoch 0 (last layer frozen) and at epoch 2 (teacher temperature mid-warmup).
+//! The step is `Trainer::step`, the one `pretext train` runs; the gradients it
+//! leaves on the tensors are compared after it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,7 +16,8 @@ use pretext_models::resnet::BlockKind;
 use pretext_models::{Backbone, BackboneConfig, ParamKind, ResNetConfig, Stem, VitConfig};
 use pretext_trainer::checkpoint;
 use pretext_trainer::methods::{build, MethodConfig, StepCtx};
-use pretext_trainer::optim::{Optimizer, OptimizerKind, Slot};
+use pretext_trainer::optim::OptimizerKind;
+use pretext_trainer::train::{StepSchedule, Trainer};
 use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> checkpoint::Loaded {
@@ -57,12 +60,10 @@ fn check(fixture_name: &str) {
         BackboneConfig::Resnet(ResNetConfig { block: BlockKind::Basic, layers: [1, 1, 1, 1], stem: Stem::Cifar, width: 4, num_classes: None })
     };
     let bb = Backbone::new(&backbone);
-    let mut mc = MethodConfig::preset(method, bb.embed_dim()).unwrap();
+    let mut mc = MethodConfig::defaults(method, bb.embed_dim()).unwrap();
     for (k, v) in cfg.as_object().unwrap() {
-        let mut j = serde_json::to_value(&mc).unwrap();
-        if j.get(k).is_some() && k != "patch" && k != "embed_dim" {
-            j[k] = v.clone();
-            mc = serde_json::from_value(j).unwrap_or_else(|e| panic!("{k}: {e}"));
+        if mc.spec().field(k).is_some() {
+            mc.set(k, &v.to_string()).unwrap_or_else(|e| panic!("{k}: {e}"));
         }
     }
     tch::manual_seed(0);
@@ -85,14 +86,9 @@ fn check(fixture_name: &str) {
     if let Some(noise) = fx.tensors.get("noise") {
         m.set_mask_noise(noise.shallow_clone());
     }
-    let mut slots = Vec::new();
-    for (prefix, p) in m.students() {
-        for (s, t) in p.trainable() {
-            slots.push(Slot::new(format!("{prefix}{}", s.name), t.shallow_clone(), s.kind));
-        }
-    }
-    let mut opt = Optimizer::new(OptimizerKind::Sgd, slots);
-    opt.momentum = fx.meta_str("momentum").unwrap().parse().unwrap();
+    let lr: f64 = fx.meta_str("lr").unwrap().parse().unwrap();
+    let wd: f64 = fx.meta_str("weight_decay").unwrap().parse().unwrap();
+    let momentum = fx.meta_str("momentum").unwrap().parse().unwrap();
     let mut views = Vec::new();
     while let Some(v) = fx.tensors.get(&format!("view{}", views.len())) {
         views.push(v.shallow_clone());
@@ -102,11 +98,11 @@ fn check(fixture_name: &str) {
     let frozen: Vec<String> = serde_json::from_str(fx.meta_str("frozen").unwrap()).unwrap();
     assert_eq!(m.frozen(&ctx), frozen, "{fixture_name}: tensors frozen at epoch {}", ctx.epoch);
 
-    let loss = m.loss(&views, &ctx).unwrap();
+    let mut trainer = Trainer::new(m, OptimizerKind::Sgd, momentum, StepSchedule::constant(lr, wd));
+    let got = trainer.step(&views, &ctx).unwrap();
     let want: f64 = fx.meta_str("loss").unwrap().parse().unwrap();
-    let got = loss.double_value(&[]);
     assert!(rel(got, want) < 1e-4, "{fixture_name}: loss {got} vs PyTorch {want}");
-    loss.backward();
+    let (m, opt) = (&trainer.method, &trainer.opt);
 
     let mut groups: HashMap<&str, f64> = HashMap::new();
     let per_want: HashMap<String, f64> = serde_json::from_str(fx.meta_str("grad_norms_per_tensor").unwrap()).unwrap();
@@ -124,11 +120,6 @@ fn check(fixture_name: &str) {
         assert!(rel(got, *w) < 1e-4, "{fixture_name}: grad norm of group {g}: {got} vs PyTorch {w}");
     }
 
-    let lr: f64 = fx.meta_str("lr").unwrap().parse().unwrap();
-    let wd: f64 = fx.meta_str("weight_decay").unwrap().parse().unwrap();
-    opt.freeze(&frozen);
-    opt.step(lr, wd);
-    m.after_step(&ctx);
     for (prefix, p) in m.students() {
         for (s, t) in p.all() {
             if s.kind == ParamKind::Counter {

@@ -8,12 +8,53 @@
 //! temperature warmed up per epoch, last layer frozen for the first
 //! `freeze_last_layer` epochs, EMA teacher and center updated after the step.
 
-use pretext_models::{Act, Backbone, HeadBlock, Init, MlpHead, ParamKind, ParamSpec, Vit};
+use pretext_data::augment::{Pipeline, Resolution};
+use pretext_models::{Act, Backbone, HeadBlock, Init, MlpHead, ParamKind, ParamSpec};
 use tch::{Device, Kind, Tensor};
 
-use super::{check_views, ema_update, momentum_copy, Method, MethodConfig, MethodError, StepCtx};
+use super::{at_side, check_views, momentum_copy, multi_crop, Method, MethodError, Momentum, OptimizerDefaults, Range, Recipe, StepCtx};
 use crate::backend::{Params, TchOps};
 use crate::{loss, schedule};
+
+super::method! {
+    name: "dino", aliases: [],
+    summary: "DINO: a student matches the centered, sharpened output of an EMA teacher across multi-crop views (Caron et al. 2021)",
+    reference: "DINO repo `main_dino.py` (`DINOHead` with weight-normalised last layer, `cancel_gradients_last_layer`), lightly `DINOLoss`; per-epoch teacher temperature, EMA and center after the step",
+    optimizer: OptimizerDefaults::ADAMW,
+    config(d) {
+        /// Hidden width of the head's MLP (at least dino_bottleneck).
+        proj_hidden: i64 = d.max(32), Range::at_least(1.0);
+        /// Bottleneck dim before the weight-normalised last layer.
+        dino_bottleneck: i64 = 256, Range::at_least(1.0);
+        /// Output dim (prototypes) of the head.
+        dino_out: i64 = 2048, Range::at_least(1.0);
+        /// Teacher EMA momentum at step 0, cosine-scheduled to 1.
+        tau: f64 = 0.996, Range::closed(0.0, 1.0);
+        /// Local crops per image, besides the 2 global crops.
+        n_local: usize = 6, Range::closed(0.0, 32.0);
+        /// Teacher temperature after the warmup.
+        teacher_temp: f64 = 0.07, Range::positive();
+        /// Teacher temperature at epoch 0, linear to teacher_temp over warmup_teacher_epochs.
+        warmup_teacher_temp: f64 = 0.04, Range::positive();
+        /// Epochs of teacher-temperature warmup.
+        warmup_teacher_epochs: u64 = 30, Range::at_least(0.0);
+        /// Student temperature.
+        student_temp: f64 = 0.1, Range::positive();
+        /// Momentum of the center of the teacher outputs.
+        center_momentum: f64 = 0.9, Range::closed(0.0, 1.0);
+        /// Epochs during which the head's last layer is frozen.
+        freeze_last_layer: u64 = 1, Range::at_least(0.0);
+    }
+}
+
+impl Recipe for Config {
+    fn pipeline(&self, res: Resolution, size: usize) -> Pipeline {
+        Pipeline::dino(res, size, self.n_local)
+    }
+    fn build(&self, backbone: Backbone, device: Device) -> Result<Box<dyn Method>, MethodError> {
+        Ok(Box::new(Dino::new(self, backbone, device)))
+    }
+}
 
 /// The DINO head: 3-layer MLP (GELU) to a bottleneck, L2 normalisation, then a
 /// weight-normalised linear layer with its norm fixed to 1 (`norm_last_layer=True`).
@@ -55,11 +96,11 @@ pub struct Dino {
     teacher: Params,
     pub center: Tensor,
     pending: Vec<Tensor>,
-    c: MethodConfig,
+    c: Config,
 }
 
 impl Dino {
-    pub fn new(c: &MethodConfig, backbone: Backbone, device: Device) -> Self {
+    pub fn new(c: &Config, backbone: Backbone, device: Device) -> Self {
         let head = DinoHead::new("projection_head", backbone.embed_dim(), c.proj_hidden.max(c.dino_bottleneck), c.dino_bottleneck, c.dino_out);
         let mut s = backbone.params();
         s.extend(head.params());
@@ -71,31 +112,12 @@ impl Dino {
     }
 
     fn forward(&self, params: &Params, views: &[Tensor]) -> Vec<Tensor> {
-        // Views of one size go through the backbone together (DINO's MultiCropWrapper).
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < views.len() {
-            let mut j = i + 1;
-            while j < views.len() && views[j].size() == views[i].size() {
-                j += 1;
-            }
-            let x = Tensor::cat(&views[i..j], 0);
-            let side = x.size()[3];
-            // A ViT runs local crops at their resolution with resampled position embeddings.
-            let resized;
-            let bb = match &self.backbone {
-                Backbone::Vit(v) if v.config.img_size != side => {
-                    resized = Backbone::Vit(Vit::new(v.config.clone().at_resolution(side)));
-                    &resized
-                }
-                b => b,
-            };
-            let f = bb.forward_features(&mut TchOps::new(params, true), &x);
-            let y = self.head.forward(params, &f);
-            out.extend(y.chunk((j - i) as i64, 0));
-            i = j;
-        }
-        out
+        // Views of one size go through the backbone together (DINO's MultiCropWrapper);
+        // a ViT runs local crops at their resolution with resampled position embeddings.
+        multi_crop(views, |x| {
+            let f = at_side(&self.backbone, x.size()[3]).forward_features(&mut TchOps::new(params, true), x);
+            self.head.forward(params, &f)
+        })
     }
 }
 
@@ -119,9 +141,11 @@ impl Method for Dino {
             vec![]
         }
     }
-    fn after_step(&mut self, ctx: &StepCtx) {
+    fn momentum(&self) -> Vec<Momentum<'_>> {
         // After the optimizer step, as in DINO's `main_dino.py`.
-        ema_update(&self.teacher, &self.params, schedule::cosine(ctx.step, ctx.total_steps, self.c.tau, 1.0));
+        vec![Momentum { teacher: &self.teacher, student: &self.params, tau: self.c.tau, before_loss: false }]
+    }
+    fn after_step(&mut self, _: &StepCtx) {
         if !self.pending.is_empty() {
             let c = tch::no_grad(|| loss::dino_center(&self.pending, &self.center, self.c.center_momentum));
             tch::no_grad(|| self.center.copy_(&c));

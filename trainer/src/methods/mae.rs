@@ -3,12 +3,58 @@
 //! ViT, reconstruct the normalized pixels of the masked ones with a light
 //! decoder; the loss counts masked patches only.
 
+use pretext_data::augment::{Pipeline, Resolution};
 use pretext_models::{Backbone, Init, ParamKind, ParamSpec, Vit, VitConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::{check_views, Method, MethodConfig, MethodError, StepCtx};
+use super::{check_views, ConfigError, Method, MethodError, OptimizerDefaults, Range, Recipe, StepCtx};
 use crate::backend::{Params, TchOps};
 use crate::loss;
+
+super::method! {
+    name: "mae", aliases: [],
+    summary: "MAE: mask most patches, encode the visible ones, reconstruct the masked pixels with a light decoder (He et al. 2021; ViT only)",
+    reference: "MAE repo `models_mae.py` (masking by noise argsort, normalised pixels); no EMA",
+    optimizer: OptimizerDefaults::ADAMW,
+    config(d) {
+        /// Fraction of patches masked (at least one patch stays visible).
+        mask_ratio: f64 = 0.75, Range::half_open(0.0, 1.0);
+        /// Decoder width.
+        decoder_dim: i64 = 128, Range::at_least(1.0);
+        /// Decoder blocks.
+        decoder_depth: usize = 2, Range::at_least(1.0);
+        /// Decoder attention heads (must divide decoder_dim).
+        decoder_heads: i64 = 4, Range::at_least(1.0);
+    }
+}
+
+impl Recipe for Config {
+    fn pipeline(&self, res: Resolution, size: usize) -> Pipeline {
+        Pipeline::mae(res, size)
+    }
+    fn check(&self, backbone: &Backbone) -> Result<(), ConfigError> {
+        if self.decoder_dim % self.decoder_heads != 0 {
+            return Err(ConfigError::new("method.decoder_heads", self.decoder_heads, format!("a divisor of method.decoder_dim = {}", self.decoder_dim)));
+        }
+        let Backbone::Vit(v) = backbone else {
+            let kind = if matches!(backbone, Backbone::Resnet(_)) { "a ResNet" } else { "a MobileNetV2" };
+            return Err(ConfigError::new("backbone", kind, "a ViT for mae (vit-tiny-cifar, vit-small, ...): MAE masks patches"));
+        };
+        let n = v.config.grid() * v.config.grid();
+        if kept_patches(n, self.mask_ratio) < 1 {
+            return Err(ConfigError::new("method.mask_ratio", self.mask_ratio, format!("a ratio that keeps at least one of the {n} patches visible (below {})", 1.0 - 0.5 / n as f64)));
+        }
+        Ok(())
+    }
+    fn build(&self, backbone: Backbone, device: Device) -> Result<Box<dyn Method>, MethodError> {
+        Ok(Box::new(Mae::new(self, backbone, device)?))
+    }
+}
+
+/// Visible patches out of `n` at `ratio` (MAE's `int(L * (1 - mask_ratio))`, rounded here).
+fn kept_patches(n: i64, ratio: f64) -> i64 {
+    ((n as f64) * (1.0 - ratio)).round() as i64
+}
 
 pub struct Mae {
     /// Fixed masking noise for the next step (step-equivalence tests); consumed by `loss`.
@@ -31,7 +77,7 @@ pub fn random_masking(b: i64, n: i64, ratio: f64, device: Device) -> (Tensor, Te
 pub fn masking_from_noise(noise: &Tensor, ratio: f64) -> (Tensor, Tensor, Tensor) {
     let (b, n) = noise.size2().expect("noise is (B, N)");
     let device = noise.device();
-    let keep = ((n as f64) * (1.0 - ratio)).round() as i64;
+    let keep = kept_patches(n, ratio);
     let ids_shuffle = noise.argsort(1, false);
     let ids_restore = ids_shuffle.argsort(1, false);
     let ids_keep = ids_shuffle.narrow(1, 0, keep);
@@ -48,7 +94,7 @@ pub fn patchify(x: &Tensor, p: i64) -> Tensor {
 }
 
 impl Mae {
-    pub fn new(c: &MethodConfig, backbone: Backbone, device: Device) -> Result<Self, MethodError> {
+    pub fn new(c: &Config, backbone: Backbone, device: Device) -> Result<Self, MethodError> {
         let vit = match &backbone {
             Backbone::Vit(v) => v.clone(),
             _ => return Err(MethodError::Backbone { method: "mae".into(), need: "ViT" }),
@@ -149,7 +195,7 @@ mod tests {
     fn mae_forward_masks_the_ratio_and_backpropagates() {
         tch::manual_seed(0);
         let cfg = VitConfig::vit_tiny_patch16_224().with_patch_and_size(4, 16).with_depth(1);
-        let mut c = MethodConfig::preset("mae", 192).unwrap();
+        let mut c = Config::defaults(192);
         c.decoder_depth = 1;
         c.decoder_dim = 32;
         c.decoder_heads = 2;

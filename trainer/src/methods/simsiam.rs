@@ -6,13 +6,39 @@
 //! `NegativeCosineSimilarity`, which follow the paper and its code: the
 //! projector's output BatchNorm has no affine parameters (`affine=False`).
 
+use pretext_data::augment::{Pipeline, Resolution};
 use pretext_models::layers::Linear;
 use pretext_models::{Act, Backbone, HeadBlock, Init, MlpHead, Norm, ParamKind, ParamSpec};
 use tch::{Device, Tensor};
 
-use super::{check_views, Method, MethodConfig, MethodError, StepCtx};
+use super::{check_views, Method, MethodError, OptimizerDefaults, Range, Recipe, StepCtx};
 use crate::backend::{Params, TchOps};
 use crate::loss;
+
+super::method! {
+    name: "simsiam", aliases: [],
+    summary: "SimSiam: BYOL without the momentum encoder; stop-gradient on the projection side (Chen & He 2021)",
+    reference: "lightly `SimSiamProjectionHead` (output BN `affine=False`), `SimSiamPredictionHead`, `NegativeCosineSimilarity`; no EMA",
+    optimizer: OptimizerDefaults::SGD,
+    config(d) {
+        /// Hidden width of the 3-layer projection head.
+        proj_hidden: i64 = (4 * d).clamp(64, 2048), Range::at_least(1.0);
+        /// Output dim of the projection head (input and output of the predictor).
+        proj_out: i64 = (4 * d).clamp(64, 2048), Range::at_least(1.0);
+        /// Hidden width of the prediction head (the paper's bottleneck, proj_out / 4).
+        pred_hidden: i64 = ((4 * d).clamp(64, 2048) / 4).max(16), Range::at_least(1.0);
+    }
+}
+
+impl Recipe for Config {
+    fn pipeline(&self, res: Resolution, size: usize) -> Pipeline {
+        // Chen & He 2021 use MoCo v2's augmentations.
+        Pipeline::moco_v2(res, size)
+    }
+    fn build(&self, backbone: Backbone, device: Device) -> Result<Box<dyn Method>, MethodError> {
+        Ok(Box::new(SimSiam::new(self, backbone, device)))
+    }
+}
 
 /// The 3-layer projector. The first two blocks are an [`MlpHead`]
 /// (`layers.0`-`layers.5`); the output fc (`layers.6`, no bias) and its
@@ -63,7 +89,7 @@ pub struct SimSiam {
 }
 
 impl SimSiam {
-    pub fn new(c: &MethodConfig, backbone: Backbone, device: Device) -> Self {
+    pub fn new(c: &Config, backbone: Backbone, device: Device) -> Self {
         // "The projection MLP has BN applied to each fully-connected layer, including its
         // output fc. Its output fc has no ReLU. The hidden fc is 2048-d. This MLP has 3 layers."
         let proj = SimSiamProjector::new("projection_head", backbone.embed_dim(), c.proj_hidden, c.proj_out);
