@@ -213,8 +213,9 @@ fn rel_diff(a: &[f32], b: &[f32]) -> Option<f64> {
     if a.len() != b.len() || b.is_empty() {
         return None;
     }
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12) as f64;
-    Some(a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max) / scale)
+    // Non-finite values on either side give +inf (never a pass).
+    let scale = pretext_runtime::compare::max_abs(b).max(1e-12);
+    Some(pretext_runtime::compare::max_abs_diff(a, b) / scale)
 }
 
 /// One row of the inference table.
@@ -473,7 +474,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let system = pr["system"].as_str().unwrap_or("pytorch").to_string();
             let times: Vec<f64> = serde_json::from_value(pr["times_s"].clone())?;
             let theirs: Vec<f64> = serde_json::from_value(pr["losses"].clone()).unwrap_or_default();
-            let diff = losses.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let diff = pretext_runtime::compare::max_abs_diff(&losses, &theirs);
             training[0][format!("loss_max_abs_diff_vs_{system}")] = json!(diff);
             training.push(json!({"system": system, "images_per_step": imgs, "summary": Summary::of(&times), "images_per_s": imgs / (Summary::of(&times).p50_ms / 1e3), "losses": theirs}));
         }
