@@ -122,7 +122,7 @@ fn bench(c: &mut Criterion) {
     let x = ArrayD::from_shape_fn(IxDyn(&[1, 3, 224, 224]), |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 17) as f32 / 8.0 - 1.0);
     let ya = a.run(x.clone()).unwrap();
     let yb = b.run(x.clone()).unwrap();
-    let err = ya[0].iter().zip(yb[0].iter()).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+    let err = pretext_runtime::compare::max_abs_diff(&ya[0], &yb[0]) as f32;
     let mut g = c.benchmark_group("ort_resnet50_224_b1");
     g.sample_size(20);
     g.bench_function("pretext", |bch| bch.iter(|| a.run(x.clone()).unwrap()));

@@ -269,8 +269,9 @@ fn rel_diff(a: &[f32], b: &[f32]) -> Option<f64> {
     if a.len() != b.len() || b.is_empty() {
         return None;
     }
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12) as f64;
-    Some(a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max) / scale)
+    // Non-finite values on either side give +inf (never a pass).
+    let scale = pretext_runtime::compare::max_abs(b).max(1e-12);
+    Some(pretext_runtime::compare::max_abs_diff(a, b) / scale)
 }
 
 /// One row of the inference table.
@@ -565,7 +566,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         };
         training.push(row("pretext_tch", &mine, &losses));
         for (system, r, theirs_losses) in &theirs {
-            let diff = losses.iter().zip(theirs_losses).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let diff = pretext_runtime::compare::max_abs_diff(&losses, theirs_losses);
             training[0][format!("loss_max_abs_diff_vs_{system}")] = json!(diff);
             // images/s of pretext / that of the peer = the peer's step time / pretext's, round by round.
             training[0]["images_per_s_ratio_vs"][*system] = json!(interval(&r.p50_s, &mine.p50_s));

@@ -106,7 +106,8 @@ pub struct ModelArgs {
     /// Per-channel std; overrides `pretext.std`.
     #[arg(long, value_delimiter = ',')]
     pub std: Option<Vec<f32>>,
-    /// Graph output holding the features; overrides `pretext.output`.
+    /// Graph output to extract (default: the features, `pretext.output`); any graph
+    /// output works, e.g. a head exported with `--with-head`.
     #[arg(long)]
     pub output: Option<String>,
 }
@@ -183,7 +184,8 @@ pub struct ExtractArgs {
     /// Image files, directories of images, or one dataset (directory or tarball, see `pretext data`).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Output: `.npy` (features [N, D]) or `.safetensors` (features, and labels for a dataset).
+    /// Output: `.npy` ([N, D], the `--output` values per image) or `.safetensors` (them as
+    /// `features`, and labels for a dataset).
     #[arg(short, long)]
     pub out: PathBuf,
     /// Dataset split; default: every split, in order.
@@ -342,13 +344,15 @@ pub fn run(a: ExtractArgs) -> Result<()> {
                 ("model_sha256".to_string(), e.info().sha256.clone()),
                 ("model".to_string(), e.info().display_name()),
                 ("classes".to_string(), serde_json::to_string(&src.classes())?),
+                ("output".to_string(), e.info().output.clone()),
             ]);
             safetensors::serialize_to_file(tensors, Some(meta), &a.out).with_context(|| format!("writing {}", a.out.display()))?;
         }
         _ => bail!("output {} must end in .npy or .safetensors", a.out.display()),
     }
     println!(
-        "{n} images -> [{n}, {d}] features in {} ({} backend, {:.1} images/s, {:.2}s)",
+        "{n} images -> [{n}, {d}] `{}` in {} ({} backend, {:.1} images/s, {:.2}s)",
+        e.info().output,
         a.out.display(),
         e.backend().name(),
         n as f64 / secs.max(1e-9),

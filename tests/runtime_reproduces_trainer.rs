@@ -121,7 +121,7 @@ fn l2_rows(mut a: ndarray::Array2<f32>) -> ndarray::Array2<f32> {
 
 fn max_abs_diff(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>) -> f32 {
     assert_eq!(a.dim(), b.dim());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    pretext_runtime::compare::max_abs_diff(a, b) as f32
 }
 
 /// `(correct, total)` of the `pretext knn eval` line for `k`.

@@ -105,8 +105,10 @@ pub(crate) fn read(file: &Path) -> std::result::Result<Dataset, String> {
     }
     let meta = take(&mut f, meta_len, "metadata")?;
     let pix_len = u64::from_le_bytes(take(&mut f, 8, "length")?.try_into().unwrap());
-    if min + meta_len + pix_len != total {
-        return Err(format!("lengths say {} bytes, file has {total}", min + meta_len + pix_len));
+    // A corrupt length must not overflow the sum.
+    let said = (min + meta_len).checked_add(pix_len).filter(|&s| s == total);
+    if said.is_none() {
+        return Err(format!("lengths say {} + {meta_len} + {pix_len} bytes, file has {total}", min));
     }
     let pixels = take(&mut f, pix_len, "pixels")?;
     let mut sum = [0u8; 32];

@@ -241,10 +241,11 @@ fn read_idx(src: &Source, rel: &str, magic: u32) -> Result<(Vec<usize>, Vec<u8>)
         return Err(DataError::Idx { file, reason: "truncated header".into() });
     }
     let dims: Vec<usize> = (0..nd).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
-    let want: usize = dims.iter().product();
     let data = bytes[4 + 4 * nd..].to_vec();
-    if data.len() != want {
-        return Err(DataError::Idx { file, reason: format!("dims {dims:?} need {want} bytes, found {}", data.len()) });
+    let want = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if want != Some(data.len()) {
+        let need = want.map(|w| w.to_string()).unwrap_or_else(|| "more than usize::MAX".into());
+        return Err(DataError::Idx { file, reason: format!("dims {dims:?} need {need} bytes, found {}", data.len()) });
     }
     Ok((dims, data))
 }

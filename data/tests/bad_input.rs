@@ -225,6 +225,10 @@ fn idx_plain_and_gzip_and_wrong_magic() {
     put(t.path(), "train-images-idx3-ubyte", &idx(0x803, &[2, 3, 2], &pixels[..5]));
     let msg = Dataset::open(t.path(), &no_cache()).unwrap_err().to_string();
     assert!(msg.ends_with("train-images-idx3-ubyte: bad IDX file: dims [2, 3, 2] need 12 bytes, found 5"), "{msg}");
+    // Dims whose product overflows are an error, not an arithmetic panic.
+    put(t.path(), "train-images-idx3-ubyte", &idx(0x803, &[u32::MAX; 3], &pixels[..5]));
+    let msg = Dataset::open(t.path(), &no_cache()).unwrap_err().to_string();
+    assert!(msg.ends_with("bad IDX file: dims [4294967295, 4294967295, 4294967295] need more than usize::MAX bytes, found 5"), "{msg}");
 }
 
 #[test]
@@ -249,6 +253,14 @@ fn corrupt_cache_is_rebuilt() {
     assert_eq!(d0.image(0).pixels, d1.image(0).pixels);
     // A truncated file fails the length check; garbage fails the magic.
     fs::write(&file, &bytes[..n - 100]).unwrap();
+    let s = Dataset::open_with_report(&data, &opts).unwrap().1;
+    assert!(matches!(&s, CacheStatus::Rebuilt(_, r) if r.starts_with("lengths say")), "{s:?}");
+    // A pixel length near u64::MAX (magic 8, version 4, metadata length 8, metadata,
+    // pixel length 8, ...) must not overflow the length check.
+    let mut huge = fs::read(&file).unwrap();
+    let meta_len = u64::from_le_bytes(huge[12..20].try_into().unwrap()) as usize;
+    huge[20 + meta_len..28 + meta_len].copy_from_slice(&(u64::MAX - 10).to_le_bytes());
+    fs::write(&file, &huge).unwrap();
     let s = Dataset::open_with_report(&data, &opts).unwrap().1;
     assert!(matches!(&s, CacheStatus::Rebuilt(_, r) if r.starts_with("lengths say")), "{s:?}");
     fs::write(&file, vec![7u8; 100]).unwrap();

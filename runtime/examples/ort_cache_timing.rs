@@ -81,7 +81,7 @@ fn main() -> Res<()> {
             }
             hit.push(o);
             hit_run.push(r);
-            worst = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+            worst = worst.max(pretext_runtime::compare::max_abs_diff(got.iter(), want.iter()) as f32);
         }
         let ratio: Vec<f64> = (0..rounds).map(|i| (hit[i] + hit_run[i]) / (none[i] + none_run[i])).collect();
         let f = |v: &[f64]| {

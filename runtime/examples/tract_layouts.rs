@@ -29,8 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hw = backends[0].input_shape()[2].unwrap_or(224);
     let x = ArrayD::from_shape_fn(vec![batch, 3, hw, hw], |ix| ((ix[0] * 13 + ix[1] * 31 + ix[2] * 7 + ix[3]) % 17) as f32 / 8.0 - 1.0);
     let outs = backends.iter().map(|b| b.run(x.clone())).collect::<Result<Vec<_>, _>>()?;
-    let scale = outs[0][0].iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = outs[0][0].iter().zip(outs[1][0].iter()).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+    let scale = pretext_runtime::compare::max_abs(&outs[0][0]) as f32;
+    let diff = pretext_runtime::compare::max_abs_diff(&outs[0][0], &outs[1][0]) as f32;
     let mut cpu = vec![0f64; backends.len()];
     for _ in 0..runs {
         for (b, c) in backends.iter().zip(cpu.iter_mut()) {

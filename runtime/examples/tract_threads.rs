@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut diff = 0f32;
     for b in &backends[1..] {
         let y = b.run(x.clone())?;
-        diff = y[0].iter().zip(reference[0].iter()).map(|(p, q)| (p - q).abs()).fold(diff, f32::max);
+        diff = diff.max(pretext_runtime::compare::max_abs_diff(&y[0], &reference[0]) as f32);
     }
     let mut times = vec![Vec::new(); backends.len()];
     for _ in 0..runs {

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::backend::Backend;
-use crate::tract_backend::{read_proto, TractOptions};
+use crate::tract_backend::{proto_outputs, read_proto, TractOptions};
 use crate::RuntimeError;
 
 /// The metadata keys of the exporter/runtime contract.
@@ -51,8 +51,13 @@ pub struct ModelInfo {
     pub sha256: String,
     pub transform: EvalTransform,
     pub output: String,
-    /// Embedding dimension; from metadata, an option, or the output's static shape.
+    /// Embedding dimension (values per image of `output`); for the features output
+    /// (`pretext.output`, or the only output) from an option or `pretext.embed_dim`,
+    /// for any other output from an option or the output's declared shape.
     pub embed_dim: Option<usize>,
+    /// `output`'s declared dims when it is not the features output (`None` = symbolic);
+    /// a run's output is checked against them.
+    pub output_shape: Option<Vec<Option<usize>>>,
     /// Every `metadata_props` entry of the file.
     pub metadata: HashMap<String, String>,
 }
@@ -164,10 +169,6 @@ impl ExtractorBuilder {
         };
         let transform = EvalTransform { resize, crop: input_size, mean, std };
         transform.validate()?;
-        let embed_dim = match self.embed_dim {
-            Some(d) => Some(d),
-            None => get_u32(keys::EMBED_DIM)?.map(|d| d as usize),
-        };
         let s = input_size as usize;
         let backend: Box<dyn Backend> = match &self.backend {
             BackendKind::Tract => crate::open_tract_with(&path, &TractOptions { input_hw: Some((s, s)), ..Default::default() })?,
@@ -184,19 +185,27 @@ impl ExtractorBuilder {
             });
         }
         let outputs = backend.output_names().to_vec();
-        let output = match self.output.or_else(|| metadata.get(keys::OUTPUT).cloned()) {
+        // The features output: the one `pretext.embed_dim` describes.
+        let features = metadata.get(keys::OUTPUT).cloned().or_else(|| (outputs.len() == 1).then(|| outputs[0].clone()));
+        let output = match self.output.or_else(|| features.clone()) {
             Some(o) => o,
-            None if outputs.len() == 1 => outputs[0].clone(),
             None => return Err(missing(keys::OUTPUT, "ExtractorBuilder::output / --output (the graph has several outputs)")),
         };
         let output_index = outputs
             .iter()
             .position(|o| *o == output)
             .ok_or_else(|| RuntimeError::NoSuchOutput { path: path.clone(), output: output.clone(), available: outputs.clone() })?;
+        let (embed_dim, output_shape) = if features.as_deref() == Some(output.as_str()) {
+            (self.embed_dim.or(get_u32(keys::EMBED_DIM)?.map(|d| d as usize)), None)
+        } else {
+            let dims = proto_outputs(&proto).into_iter().find(|(n, _)| *n == output).and_then(|(_, d)| d);
+            let declared = dims.as_ref().and_then(|d| d.iter().skip(1).copied().product::<Option<usize>>());
+            (self.embed_dim.or(declared), dims)
+        };
         Ok(Extractor {
             backend,
             output_index,
-            info: ModelInfo { path, sha256, transform, output, embed_dim, metadata },
+            info: ModelInfo { path, sha256, transform, output, embed_dim, output_shape, metadata },
         })
     }
 }
@@ -262,19 +271,34 @@ impl Extractor {
         let out = outs.swap_remove(self.output_index);
         let shape = out.shape().to_vec();
         let d: usize = shape.iter().skip(1).product();
-        let bad_shape = shape.first() != Some(&n) || shape.iter().skip(2).any(|&x| x != 1);
-        if bad_shape || self.info.embed_dim.is_some_and(|e| e != d) {
+        let (bad_shape, expected) = match &self.info.output_shape {
+            // A head or other output: its declared shape (batch dim N), flattened per image.
+            Some(dims) => {
+                let fits = dims.len() == shape.len() && dims.iter().zip(&shape).skip(1).all(|(want, got)| want.is_none_or(|w| w == *got));
+                let mut want: Vec<String> = dims.iter().map(|x| x.map(|v| v.to_string()).unwrap_or_else(|| "?".into())).collect();
+                if let Some(first) = want.first_mut() {
+                    *first = n.to_string();
+                }
+                (!fits, format!("[{}] (as the graph declares it)", want.join(", ")))
+            }
+            // The features: [N, D] or [N, D, 1, 1].
+            None => (
+                shape.iter().skip(2).any(|&x| x != 1),
+                format!("[{n}, {}]", self.info.embed_dim.map(|e| e.to_string()).unwrap_or_else(|| "D".into())),
+            ),
+        };
+        if bad_shape || shape.first() != Some(&n) || self.info.embed_dim.is_some_and(|e| e != d) {
             return Err(RuntimeError::Run {
                 backend: self.backend.name().into(),
                 shape: vec![n, 3, s, s],
-                reason: format!(
-                    "output `{}` has shape {shape:?}; expected [{n}, {}]",
-                    self.info.output,
-                    self.info.embed_dim.map(|e| e.to_string()).unwrap_or_else(|| "D".into())
-                ),
+                reason: format!("output `{}` has shape {shape:?}; expected {expected}", self.info.output),
             });
         }
-        Ok(out.into_shape_with_order((n, d)).expect("sizes checked").into_owned())
+        out.into_shape_with_order((n, d)).map(|a| a.into_owned()).map_err(|e| RuntimeError::Run {
+            backend: self.backend.name().into(),
+            shape: vec![n, 3, s, s],
+            reason: format!("output `{}` of shape {shape:?} cannot be viewed as [{n}, {d}]: {e}", self.info.output),
+        })
     }
 
     /// Preprocesses decoded RGB images (in parallel) and runs them as one batch.

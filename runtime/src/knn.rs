@@ -439,6 +439,9 @@ pub struct Gallery {
 impl Gallery {
     /// Normalizes the rows and checks labels against the classes.
     pub fn new(mut features: Array2<f32>, labels: Vec<u32>, classes: Vec<String>, model_sha256: String, model_name: String) -> Result<Self, RuntimeError> {
+        if classes.is_empty() {
+            return Err(RuntimeError::Knn("a gallery needs at least one class; it has none".into()));
+        }
         if features.nrows() != labels.len() {
             return Err(RuntimeError::Knn(format!("{} feature rows but {} labels", features.nrows(), labels.len())));
         }
@@ -503,6 +506,9 @@ impl Gallery {
             return Err(gerr(format!("gallery version {version}; this build reads version {GALLERY_VERSION}")));
         }
         let classes: Vec<String> = serde_json::from_str(&field("classes")?).map_err(|e| gerr(format!("bad `classes`: {e}")))?;
+        if classes.is_empty() {
+            return Err(gerr("metadata `classes` is empty; a gallery needs at least one class".into()));
+        }
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| gerr(e.to_string()))?;
         let f = st.tensor("features").map_err(|e| gerr(format!("tensor `features`: {e}")))?;
         let l = st.tensor("labels").map_err(|e| gerr(format!("tensor `labels`: {e}")))?;

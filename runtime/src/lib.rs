@@ -21,6 +21,7 @@
 //! # Ok::<(), pretext_runtime::RuntimeError>(())
 //! ```
 pub mod backend;
+pub mod compare;
 pub mod error;
 #[cfg(feature = "ort")]
 pub mod ort_backend;

@@ -52,9 +52,10 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>, RuntimeError> {
         .map(|t| t.parse().map_err(|_| bad(path, format!("bad shape ({s})"))))
         .collect::<Result<_, _>>()?;
     let data = &bytes[hstart + hlen..];
-    let n: usize = shape.iter().product();
-    if data.len() != n * 4 {
-        return Err(bad(path, format!("shape {shape:?} needs {} bytes, found {}", n * 4, data.len())));
+    let need = shape.iter().try_fold(4usize, |n, &d| n.checked_mul(d));
+    if need != Some(data.len()) {
+        let need = need.map(|n| n.to_string()).unwrap_or_else(|| "more than usize::MAX".into());
+        return Err(bad(path, format!("shape {shape:?} needs {need} bytes, found {}", data.len())));
     }
     let v: Vec<f32> = data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), v).expect("sizes checked"))

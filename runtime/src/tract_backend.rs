@@ -122,21 +122,29 @@ pub(crate) fn proto_inputs(proto: &pb::ModelProto) -> Vec<(String, Option<Vec<Op
     g.input
         .iter()
         .filter(|i| !inits.contains(i.name.as_str()))
-        .map(|i| {
-            let dims = i.r#type.as_ref().and_then(|t| t.value.as_ref()).and_then(|pb::type_proto::Value::TensorType(tt)| {
-                tt.shape.as_ref().map(|s| {
-                    s.dim
-                        .iter()
-                        .map(|d| match &d.value {
-                            Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => Some(*v as usize),
-                            _ => None,
-                        })
-                        .collect()
-                })
-            });
-            (i.name.clone(), dims)
-        })
+        .map(|i| (i.name.clone(), declared_dims(i)))
         .collect()
+}
+
+/// The graph's outputs with their declared dims (`None` = symbolic).
+pub(crate) fn proto_outputs(proto: &pb::ModelProto) -> Vec<(String, Option<Vec<Option<usize>>>)> {
+    let Some(g) = proto.graph.as_ref() else { return vec![] };
+    g.output.iter().map(|o| (o.name.clone(), declared_dims(o))).collect()
+}
+
+/// A value's declared tensor dims; `None` when it declares no shape.
+fn declared_dims(v: &pb::ValueInfoProto) -> Option<Vec<Option<usize>>> {
+    v.r#type.as_ref().and_then(|t| t.value.as_ref()).and_then(|pb::type_proto::Value::TensorType(tt)| {
+        tt.shape.as_ref().map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)) if *v > 0 => Some(*v as usize),
+                    _ => None,
+                })
+                .collect()
+        })
+    })
 }
 
 /// Checks there is exactly one rank-4 input and returns its declared shape.

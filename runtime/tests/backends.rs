@@ -13,7 +13,7 @@ fn fixture(name: &str) -> PathBuf {
 
 fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    pretext_runtime::compare::max_abs_diff(a, b) as f32
 }
 
 fn check_against_torch(b: &dyn Backend) {

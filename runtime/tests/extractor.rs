@@ -56,7 +56,7 @@ fn features_equal_backend_on_the_preprocessed_batch() {
             let x = e.transform().apply_file(p).unwrap();
             let x = ndarray::ArrayD::from_shape_vec(vec![1, 3, 32, 32], x).unwrap();
             let want = b.run(x).unwrap().remove(0);
-            let d = f.row(i).iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let d = pretext_runtime::compare::max_abs_diff(f.row(i), want.iter());
             assert!(d < 1e-5, "batch size {bs}, image {i}: {d}");
         }
     }

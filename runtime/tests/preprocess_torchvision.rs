@@ -27,7 +27,7 @@ fn resampler_matches_torchvision_on_pil_decoded_pixels() {
         let got = T.apply(&img, name).unwrap();
         assert_eq!(got.len(), want.len());
         let diffs: Vec<f32> = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).collect();
-        let max = diffs.iter().copied().fold(0.0, f32::max);
+        let max = pretext_runtime::compare::max_abs_diff(got.iter(), want.iter());
         let exact = diffs.iter().filter(|d| **d < 1e-6).count() as f64 / diffs.len() as f64;
         eprintln!("{name}: max |diff| {max:.6}, exactly equal {:.4}", exact);
         assert!(max <= 1.0 / 255.0 + 1e-6, "{name}: max diff {max}");
@@ -41,7 +41,7 @@ fn jpeg_path_is_close_to_torchvision() {
         let want = npy::read_f32(&fixture(&format!("{name}.resize40crop32.npy"))).unwrap();
         let got = T.apply_file(&fixture(&format!("{name}.jpg"))).unwrap();
         let mean = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).sum::<f32>() / got.len() as f32;
-        let max = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let max = pretext_runtime::compare::max_abs_diff(got.iter(), want.iter());
         eprintln!("{name}.jpg: mean |diff| {mean:.6}, max {max:.6}");
         assert!(max <= 1.0 / 255.0 + 1e-6 && mean < 1e-4, "{name}: max {max}, mean {mean}");
     }

@@ -10,9 +10,10 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 use pretext_exporter::{Checkpoint, ExportOptions, Resolved};
 use pretext_models::BackboneConfig;
+use pretext_runtime::compare;
 use pretext_trainer::{Params, TchOps};
 
 /// Decodes up to `n` JPEG/PNG images from a `.tar.gz` archive or a folder
@@ -125,22 +126,20 @@ pub fn run_onnx(model: &Path, x: &ArrayD<f32>) -> Result<Vec<(&'static str, Vec<
     Ok(vec![("tract", tract.run(x.clone())?), ("onnxruntime", ort.run(x.clone())?)])
 }
 
+/// max |a - b|; +inf when either side holds a NaN or infinity (see `pretext_runtime::compare`).
 pub fn max_abs(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    a.iter().zip(b.iter()).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max)
+    compare::max_abs_diff(a, b) as f32
 }
 
-/// The smallest per-row cosine similarity between two (N, D) arrays.
+/// The smallest per-row cosine similarity between two (N, ...) arrays (rows are the
+/// leading axis); -inf when either side holds a NaN or infinity.
 pub fn min_cosine(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    let rows = |t: &ArrayD<f32>| t.view().into_shape_with_order((t.shape()[0], t.len() / t.shape()[0].max(1))).expect("2-D view").to_owned();
-    let (a, b) = (rows(a), rows(b));
-    a.axis_iter(Axis(0))
-        .zip(b.axis_iter(Axis(0)))
-        .map(|(p, q)| {
-            let d: f64 = p.iter().zip(q.iter()).map(|(x, y)| *x as f64 * *y as f64).sum();
-            let n = |v: &ndarray::ArrayView1<f32>| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-            (d / (n(&p) * n(&q)).max(1e-30)) as f32
-        })
-        .fold(1.0, f32::min)
+    let row = a.len() / a.shape().first().copied().unwrap_or(1).max(1);
+    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
+    match (a.as_slice(), b.as_slice()) {
+        (Some(a), Some(b)) => compare::min_cosine(a, b, row) as f32,
+        _ => f32::NEG_INFINITY,
+    }
 }
 
 /// One comparison row.
@@ -156,6 +155,24 @@ pub struct Row {
 
 /// Compares every backend's outputs with the reference, by position.
 pub fn compare(reference: &[(String, ArrayD<f32>)], runs: &[(&'static str, Vec<ArrayD<f32>>)]) -> Result<Vec<Row>> {
+    let mut non_finite = Vec::new();
+    for (name, r) in reference {
+        let k = compare::count_non_finite(r);
+        if k > 0 {
+            non_finite.push(format!("output `{name}` from tch (the reference): {k} of {} values", r.len()));
+        }
+    }
+    for (backend, outs) in runs {
+        for ((name, _), o) in reference.iter().zip(outs) {
+            let k = compare::count_non_finite(o);
+            if k > 0 {
+                non_finite.push(format!("output `{name}` from {backend}: {k} of {} values", o.len()));
+            }
+        }
+    }
+    if !non_finite.is_empty() {
+        bail!("non-finite (NaN or infinite) values fail verification: {}", non_finite.join("; "));
+    }
     let mut rows = Vec::new();
     for (backend, outs) in runs {
         if outs.len() != reference.len() {
@@ -165,7 +182,7 @@ pub fn compare(reference: &[(String, ArrayD<f32>)], runs: &[(&'static str, Vec<A
             if r.shape() != o.shape() {
                 bail!("{backend}: output {name} has shape {:?}, the tch forward {:?}", o.shape(), r.shape());
             }
-            rows.push(Row { output: name.clone(), backend, max_abs: max_abs(r, o), cosine: min_cosine(r, o), ref_max: r.iter().fold(0.0, |m, v| m.max(v.abs())) });
+            rows.push(Row { output: name.clone(), backend, max_abs: max_abs(r, o), cosine: min_cosine(r, o), ref_max: compare::max_abs(r) as f32 });
         }
     }
     Ok(rows)

@@ -210,6 +210,7 @@ pub fn check_parity_vs_floor(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts:
     let tch32 = verify::tch_forward(ckpt, cfg, opts, x).unwrap().remove(0).1;
     if opts.fp16 {
         let floor = 1.0 - min_cosine_f64(&tch32, &tch_features(ckpt, cfg, opts, x, Kind::Double, true));
+        assert!(floor.is_finite(), "{tag}: the fp16-weights f64 forward is not finite (1 - cosine {floor})");
         let bound = (1.0 - MIN_COS_F16 as f64).max(FLOOR_FACTOR * floor);
         eprintln!("  fp16 weights alone (f64 compute): 1 - cosine {floor:.3e}; bound on 1 - cosine {bound:.3e}");
         for r in &rows {
@@ -218,6 +219,7 @@ pub fn check_parity_vs_floor(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts:
     } else {
         let exact = tch_features(ckpt, cfg, opts, x, Kind::Double, false);
         let e_tch = max_abs_f64(&tch32, &exact);
+        assert!(e_tch.is_finite(), "{tag}: tch fp32 vs its f64 forward: max abs error {e_tch} (a non-finite value)");
         let bound = (TOL_F32 as f64).max(FLOOR_FACTOR * e_tch);
         let errs: Vec<(&str, f64)> = runs.iter().map(|(b, o)| (*b, max_abs_f64(&o[0], &exact))).collect();
         let list: Vec<String> = errs.iter().map(|(b, e)| format!("{b} {e:.3e}")).collect();
@@ -278,13 +280,16 @@ pub fn tch_features(ckpt: &Path, cfg: &BackboneConfig, opts: &ExportOptions, x: 
     ndarray::ArrayD::from_shape_vec(shape, v).unwrap()
 }
 
-/// max |a - b| with `a` in f32 and `b` in f64.
+/// max |a - b| with `a` in f32 and `b` in f64; +inf on a non-finite value.
 pub fn max_abs_f64(a: &ArrayD<f32>, b: &ndarray::ArrayD<f64>) -> f64 {
     assert_eq!(a.shape(), b.shape());
-    a.iter().zip(b.iter()).map(|(p, q)| (*p as f64 - q).abs()).fold(0.0, f64::max)
+    pretext_runtime::compare::max_abs_diff(a, b)
 }
 
-/// The smallest per-row cosine between an f32 and an f64 (N, D) array.
+/// The smallest per-row cosine between an f32 and an f64 (N, D) array; -inf on a non-finite value.
 pub fn min_cosine_f64(a: &ArrayD<f32>, b: &ndarray::ArrayD<f64>) -> f64 {
-    verify::min_cosine(a, &b.mapv(|v| v as f32)) as f64
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
+    let row = a.len() / a.shape()[0].max(1);
+    pretext_runtime::compare::min_cosine(a.as_slice().unwrap(), b.as_slice().unwrap(), row)
 }

@@ -418,6 +418,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
         start = ck.meta_str("step")?.parse().map_err(|e| CheckpointError::Meta { path: ckpt_path.clone(), reason: format!("step: {e}") })?;
         opt.steps = ck.meta_str("optim_steps")?.parse().unwrap_or(start as i64);
         minutes_before = ck.meta_str("minutes").ok().and_then(|m| m.parse().ok()).unwrap_or(0.0);
+        eprintln!("resuming {} at step {start} (epoch {})", out.display(), start / steps_per_epoch);
     } else if !resume {
         // A fresh run truncates old metrics.
         let _ = std::fs::remove_file(out.join("metrics.jsonl"));
