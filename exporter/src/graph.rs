@@ -16,6 +16,8 @@ use crate::tensor::{Attr, Const};
 pub enum Elem {
     F32,
     F16,
+    /// Index inputs (token ids of [`pretext_models::Ops::gather_tokens`]); fp16 conversion leaves them alone.
+    I64,
 }
 
 impl Elem {
@@ -23,6 +25,7 @@ impl Elem {
         match self {
             Elem::F32 => proto::tensor_proto::DataType::Float as i32,
             Elem::F16 => proto::tensor_proto::DataType::Float16 as i32,
+            Elem::I64 => proto::tensor_proto::DataType::Int64 as i32,
         }
     }
 }

@@ -126,6 +126,7 @@ fn cast(name: String, input: String, output: String, to: Elem) -> Node {
     let to = match to {
         Elem::F32 => crate::proto::tensor_proto::DataType::Float as i64,
         Elem::F16 => crate::proto::tensor_proto::DataType::Float16 as i64,
+        Elem::I64 => crate::proto::tensor_proto::DataType::Int64 as i64,
     };
     Node { name, op: "Cast", inputs: vec![input], outputs: vec![output], attrs: vec![("to".into(), Attr::Int(to))] }
 }

@@ -8,49 +8,19 @@
 //! temperature warmed up per epoch, last layer frozen for the first
 //! `freeze_last_layer` epochs, EMA teacher and center updated after the step.
 
-use pretext_models::{Act, Backbone, HeadBlock, Init, MlpHead, ParamKind, ParamSpec, Vit};
+use pretext_models::{Backbone, HeadSpec, MlpHead, Vit};
 use tch::{Device, Kind, Tensor};
 
-use super::{check_views, ema_update, momentum_copy, Method, MethodConfig, MethodError, StepCtx};
+use super::{check_views, ema_update, momentum_copy, specs, Method, MethodConfig, MethodError, StepCtx};
 use crate::backend::{Params, TchOps};
 use crate::{loss, schedule};
 
-/// The DINO head: 3-layer MLP (GELU) to a bottleneck, L2 normalisation, then a
-/// weight-normalised linear layer with its norm fixed to 1 (`norm_last_layer=True`).
-pub struct DinoHead {
-    pub mlp: MlpHead,
-    pub last: String,
-    pub out_dim: i64,
-    pub bottleneck: i64,
-}
-
-impl DinoHead {
-    pub fn new(path: &str, input: i64, hidden: i64, bottleneck: i64, out_dim: i64) -> Self {
-        let mlp = MlpHead::new(path, vec![
-            HeadBlock::new(input, hidden, None, Some(Act::Gelu)),
-            HeadBlock::new(hidden, hidden, None, Some(Act::Gelu)),
-            HeadBlock::new(hidden, bottleneck, None, None),
-        ]);
-        Self { mlp, last: format!("{path}.last_layer.weight"), out_dim, bottleneck }
-    }
-    pub fn params(&self) -> Vec<ParamSpec> {
-        let mut p = self.mlp.params();
-        p.push(ParamSpec::new(&self.last, &[self.out_dim, self.bottleneck], Init::UniformFanIn { fan_in: self.bottleneck }, ParamKind::Weight));
-        p
-    }
-    /// # Shapes
-    /// (N, input) -> (N, out_dim)
-    pub fn forward(&self, params: &Params, x: &Tensor) -> Tensor {
-        let h = self.mlp.forward(&mut TchOps::new(params, true), x);
-        let h = loss::l2_normalize(&h);
-        let w = params.get(&self.last).expect("DINO last layer");
-        h.linear::<Tensor>(&loss::l2_normalize(w), None)
-    }
-}
+/// The checkpoint name of the head's weight-normalised last layer (frozen in the first epochs).
+const LAST_LAYER: &str = "projection_head.last_layer.weight";
 
 pub struct Dino {
     backbone: Backbone,
-    head: DinoHead,
+    head: MlpHead,
     params: Params,
     teacher: Params,
     pub center: Tensor,
@@ -60,9 +30,8 @@ pub struct Dino {
 
 impl Dino {
     pub fn new(c: &MethodConfig, backbone: Backbone, device: Device) -> Self {
-        let head = DinoHead::new("projection_head", backbone.embed_dim(), c.proj_hidden.max(c.dino_bottleneck), c.dino_bottleneck, c.dino_out);
-        let mut s = backbone.params();
-        s.extend(head.params());
+        let head = MlpHead::dino("projection_head", backbone.embed_dim(), c.proj_hidden.max(c.dino_bottleneck), c.dino_bottleneck, c.dino_out);
+        let s = specs(&backbone, &[&head]);
         let params = Params::new(s.clone(), device);
         params.use_channels_last();
         let teacher = momentum_copy(&params, s, device);
@@ -90,8 +59,9 @@ impl Dino {
                 }
                 b => b,
             };
-            let f = bb.forward_features(&mut TchOps::new(params, true), &x);
-            let y = self.head.forward(params, &f);
+            let mut o = TchOps::new(params, true);
+            let f = bb.forward_features(&mut o, &x);
+            let y = self.head.forward(&mut o, &f);
             out.extend(y.chunk((j - i) as i64, 0));
             i = j;
         }
@@ -101,6 +71,9 @@ impl Dino {
 
 impl Method for Dino {
     super::student_accessors!("dino", teacher);
+    fn heads(&self) -> Vec<(String, HeadSpec)> {
+        vec![("projection_head".into(), HeadSpec::Mlp(self.head.clone()))]
+    }
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("dino", views, 2)?;
         let t = tch::no_grad(|| self.forward(&self.teacher, &views[..2]));
@@ -114,7 +87,7 @@ impl Method for Dino {
         // The DINO repo keeps the output layer fixed during the first epoch(s) (`--freeze_last_layer`,
         // `cancel_gradients_last_layer`): its help text says that doing so typically helps training.
         if ctx.epoch < self.c.freeze_last_layer {
-            vec![self.head.last.clone()]
+            vec![LAST_LAYER.to_string()]
         } else {
             vec![]
         }

@@ -9,7 +9,7 @@
 //! step's optimizer update; the new keys are enqueued after the loss. The
 //! momentum follows lightly's cosine schedule `tau -> 1` (the repo keeps 0.999).
 
-use pretext_models::{Act, Backbone, HeadBlock, MlpHead};
+use pretext_models::{Act, Backbone, HeadBlock, HeadSpec, MlpHead};
 use tch::{Device, Tensor};
 
 use super::{check_views, ema_update, embed, momentum_copy, specs, Method, MethodConfig, MethodError, Queue, StepCtx};
@@ -44,6 +44,9 @@ impl MocoV2 {
 
 impl Method for MocoV2 {
     super::student_accessors!("moco_v2", teacher);
+    fn heads(&self) -> Vec<(String, HeadSpec)> {
+        vec![("projection_head".into(), HeadSpec::Mlp(self.proj.clone()))]
+    }
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("moco_v2", views, 2)?;
         ema_update(&self.teacher, &self.params, schedule::cosine(ctx.step, ctx.total_steps, self.tau, 1.0));

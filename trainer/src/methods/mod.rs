@@ -50,7 +50,7 @@ pub mod moco;
 pub mod simclr;
 pub mod simsiam;
 
-use pretext_models::{Backbone, MlpHead, ParamKind, ParamSpec};
+use pretext_models::{Backbone, HeadSpec, MlpHead, ParamKind, ParamSpec};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -190,6 +190,11 @@ pub trait Method {
     /// Trainable stores with the prefix their tensors carry in checkpoints.
     /// The first holds the backbone under its plain names.
     fn students(&self) -> Vec<(&'static str, &Params)>;
+    /// The student's heads by export name, which is also their tensors'
+    /// prefix in the student store (`projection_head`, `decoder`). Written to
+    /// every checkpoint's `pretext.heads`; `pretext export --with-head NAME`
+    /// rebuilds a head from it, so every head the method trains is listed.
+    fn heads(&self) -> Vec<(String, HeadSpec)>;
     /// The momentum teacher, if any (same names as the student's).
     fn teacher(&self) -> Option<&Params> {
         None
