@@ -17,23 +17,31 @@ pub const OPS: &[(&str, i64, Option<i64>)] = &[
     ("Clip", 11, None),               // min/max as inputs (relu6)
     ("Concat", 11, None),             // negative axis
     ("Conv", 1, None),                //
+    ("ConvTranspose", 11, None),      // output_padding with symmetric pads, group
     ("Div", 7, None),                 // broadcasting (GELU in ORT's fused form)
     ("Erf", 9, None),                 //
     ("Expand", 8, None),              //
     ("Flatten", 1, None),             //
+    ("GatherND", 12, None),           // batch_dims (gather_tokens)
     ("Gelu", 20, None),               // introduced in 20
     ("Gemm", 11, None),               // optional C (bias-free linear)
     ("GlobalAveragePool", 1, None),   //
     ("Identity", 1, None),            //
     ("LayerNormalization", 17, None), // introduced in 17
     ("MatMul", 1, None),              //
+    ("Max", 8, None),                 // multidirectional broadcasting (l2_normalize eps clamp)
     ("MaxPool", 1, None),             //
     ("Mul", 7, None),                 // multidirectional broadcasting
+    ("ReduceL2", 1, None),            // axes: attribute through 17, input from 18 (the recorder writes the opset's form)
+    ("ReduceMean", 1, None),          // axes: attribute through 17, input from 18 (likewise)
     ("Relu", 6, None),                // no `consumed_inputs`
     ("Reshape", 5, None),             // shape as an input; 0 copies the dim (allowzero = 0)
+    ("Resize", 13, None),             // optional roi (empty name) before scales; pytorch_half_pixel, nearest_mode floor
     ("Shape", 15, None),              // `start` / `end` attributes
     ("Slice", 10, None),              // starts/ends/axes as inputs
     ("Softmax", 13, None),            // softmax along one axis (older: flattened to 2-D)
+    ("Sqrt", 6, None),                //
+    ("Sub", 7, None),                 // multidirectional broadcasting
     ("Transpose", 1, None),           //
 ];
 
@@ -97,8 +105,8 @@ mod tests {
 
     #[test]
     fn unregistered_op_is_an_error_naming_the_node() {
-        let e = check(&graph(&["Relu", "Resize"]), 17).unwrap_err();
-        assert!(matches!(&e, ExportError::OpOpset { node, .. } if node == "n1.Resize"), "{e}");
+        let e = check(&graph(&["Relu", "Upsample"]), 17).unwrap_err();
+        assert!(matches!(&e, ExportError::OpOpset { node, .. } if node == "n1.Upsample"), "{e}");
         assert!(e.to_string().contains("not registered"), "{e}");
     }
 

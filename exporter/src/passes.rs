@@ -122,6 +122,10 @@ pub fn eliminate_dead(g: &mut Graph) -> (usize, usize) {
 pub const KEEP_FP32: &[&str] =
     &["LayerNormalization", "Softmax", "BatchNormalization", "GlobalAveragePool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2"];
 
+/// Float inputs that ONNX types as `tensor(float)` whatever the data type:
+/// (op, input index). Their initializers stay fp32 under [`to_fp16`].
+pub const FLOAT_ONLY_INPUTS: &[(&str, usize)] = &[("Resize", 1), ("Resize", 2)];
+
 fn cast(name: String, input: String, output: String, to: Elem) -> Node {
     let to = match to {
         Elem::F32 => crate::proto::tensor_proto::DataType::Float as i64,
@@ -134,21 +138,31 @@ fn cast(name: String, input: String, output: String, to: Elem) -> Node {
 /// Converts float initializers and computation to fp16, except the
 /// [`KEEP_FP32`] ops, which get Casts around them and keep their own
 /// parameters in fp32. With `keep_io_fp32` the graph's inputs and outputs
-/// stay fp32 (Casts at the boundary). Returns the number of Casts inserted.
+/// stay fp32 (Casts at the boundary). Int64 inputs (token ids) and the
+/// [`FLOAT_ONLY_INPUTS`] stay as they are. Returns the number of Casts inserted.
 pub fn to_fp16(g: &mut Graph, keep_io_fp32: bool) -> usize {
     let keep = |op: &str| KEEP_FP32.contains(&op);
     // Initializers read only by fp32 ops stay fp32.
     let mut fp32_only: HashSet<String> = g.inits.iter().filter(|(_, c)| c.as_f32().is_some()).map(|(k, _)| k.clone()).collect();
     for n in &g.nodes {
         if !keep(n.op) {
-            for i in &n.inputs {
-                fp32_only.remove(i);
+            for (k, i) in n.inputs.iter().enumerate() {
+                if !FLOAT_ONLY_INPUTS.contains(&(n.op, k)) {
+                    fp32_only.remove(i);
+                }
             }
         }
     }
     for (k, c) in g.inits.iter_mut() {
         if let (Const::F32(a), false) = (&*c, fp32_only.contains(k)) {
-            *c = Const::F16(tensor::to_f16(a));
+            let mut h = tensor::to_f16(a);
+            // A nonzero scalar (an eps: l2_normalize's clamp) must not flush to zero.
+            if let (1, Some(v), Some(x)) = (a.len(), h.iter_mut().next(), a.iter().next()) {
+                if v.to_f32() == 0.0 && *x != 0.0 {
+                    *v = half::f16::from_bits(if *x > 0.0 { 0x0001 } else { 0x8001 });
+                }
+            }
+            *c = Const::F16(h);
         }
     }
     let mut nodes = Vec::with_capacity(g.nodes.len());
@@ -165,14 +179,14 @@ pub fn to_fp16(g: &mut Graph, keep_io_fp32: bool) -> usize {
         n
     };
     if keep_io_fp32 {
-        for inp in g.inputs.clone() {
+        for inp in g.inputs.clone().into_iter().filter(|i| i.elem == Elem::F32) {
             let h = fresh(format!("{}.fp16", inp.name), g);
             g.rename_uses(&inp.name, &h);
             nodes.push(cast(h.clone(), inp.name.clone(), h, Elem::F16));
             casts += 1;
         }
     } else {
-        for inp in &mut g.inputs {
+        for inp in g.inputs.iter_mut().filter(|i| i.elem == Elem::F32) {
             inp.elem = Elem::F16;
         }
     }
@@ -367,6 +381,32 @@ mod tests {
         let cast_in = g.nodes.iter().find(|n| n.outputs[0] == ln.inputs[0]).unwrap();
         assert_eq!((cast_in.op, &cast_in.attrs[0].1), ("Cast", &Attr::Int(1)), "LN input is cast to FLOAT");
         assert_eq!(g.nodes.last().unwrap().outputs[0], "sm", "the graph output keeps its name");
+    }
+
+    /// Token ids stay int64 inputs (no Cast), Resize scales stay float, a scalar eps stays nonzero.
+    #[test]
+    fn fp16_leaves_int64_inputs_resize_scales_and_eps() {
+        let mut g = Graph::default();
+        g.inputs.push(vi("x", &[2, 3, 4]));
+        g.inputs.push(ValueInfo { name: "ids".into(), elem: Elem::I64, dims: vec![Dim::Fixed(2), Dim::Fixed(2)] });
+        g.inits.insert("shape".into(), Const::i64s(&[0, 0, 1]));
+        g.inits.insert("scales".into(), Const::F32(arr(&[4], |_| 2.0)));
+        g.inits.insert("eps".into(), Const::scalar_f32(1e-12));
+        g.nodes.push(node("ids3", "Reshape", &["ids", "shape"], vec![]));
+        g.nodes.push(node("keep", "GatherND", &["x", "ids3"], vec![("batch_dims".into(), Attr::Int(1))]));
+        g.nodes.push(node("clamp", "Max", &["keep", "eps"], vec![]));
+        g.nodes.push(node("img", "Reshape", &["clamp", "shape"], vec![]));
+        g.nodes.push(node("up", "Resize", &["img", "", "scales"], vec![]));
+        g.outputs.push(vi("up", &[2, 2, 6, 2]));
+        for keep_io in [true, false] {
+            let mut g = g.clone();
+            to_fp16(&mut g, keep_io);
+            assert_eq!(g.inputs[1].elem, Elem::I64);
+            assert!(g.nodes.iter().filter(|n| n.op == "Cast").all(|n| n.inputs[0] != "ids"), "ids are not cast");
+            assert!(matches!(g.inits["scales"], Const::F32(_)), "Resize scales are tensor(float)");
+            let Const::F16(eps) = &g.inits["eps"] else { panic!("eps is fp16") };
+            assert!(eps.iter().all(|v| v.to_f32() > 0.0), "1e-12 flushed to zero");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, IxDyn};
 use pretext_models::{ConvArgs, ConvTransposeArgs, Ops, UpsampleMode};
 
 use crate::checkpoint::Checkpoint;
@@ -76,6 +76,18 @@ impl<'c> OnnxOps<'c> {
         self.ranks.insert(name.clone(), rank);
         self.graph.nodes.push(crate::graph::Node { name: name.clone(), op, inputs, outputs: vec![name.clone()], attrs });
         name
+    }
+
+    /// A `keepdims` reduction over `axes`: attribute `axes` through opset 17,
+    /// an `axes` input from 18 (ReduceMean, ReduceL2, ReduceMax).
+    fn reduce(&mut self, name: &str, op: &'static str, x: &str, axes: &[i64], rank: usize) -> String {
+        let keep = int("keepdims", 1);
+        if self.opset >= 18 {
+            let a = self.constant(&format!("{name}.axes"), Const::i64s(axes));
+            self.node(name, op, vec![x.to_string(), a], vec![keep], rank)
+        } else {
+            self.node(name, op, vec![x.to_string()], vec![ints("axes", axes.to_vec()), keep], rank)
+        }
     }
 
     /// Evaluates a tensor that depends on initializers only, walking back
@@ -251,25 +263,93 @@ impl Ops for OnnxOps<'_> {
         let out: ArrayD<f32> = tensor::bicubic_resize(&a, hw[0] as usize, hw[1] as usize);
         self.constant(name, Const::F32(out))
     }
-    fn l2_normalize(&mut self, _: &str, _: &String, _: f64) -> String {
-        todo!()
+    fn l2_normalize(&mut self, name: &str, x: &String, eps: f64) -> String {
+        // x / max(ReduceL2(x), eps), F.normalize's form; of an initializer
+        // (weight norm) it folds to a constant. In fp16 a row below fp16's
+        // range (norm < ~6e-8) flushes to 0 and 0 / eps can be NaN on tract.
+        let r = self.rank(x);
+        let norm = self.reduce(&format!("{name}.norm"), "ReduceL2", x, &[-1], r);
+        let e = self.constant(&format!("{name}.eps"), Const::scalar_f32(eps as f32));
+        let clamped = self.node(&format!("{name}.clamp"), "Max", vec![norm, e], vec![], r);
+        self.node(name, "Div", vec![x.clone(), clamped], vec![], r)
     }
-    fn batch_norm_plain(&mut self, _: &str, _: &String, _: &String, _: &String, _: f64, _: f64) -> String {
-        todo!()
+    fn batch_norm_plain(&mut self, name: &str, x: &String, m: &String, v: &String, _momentum: f64, eps: f64) -> String {
+        // BatchNormalization with constant scale 1 and bias 0: BN folding treats it like any other.
+        let Some(c) = self.graph.inits.get(m).map(|c| c.len()) else {
+            return self.fail(ExportError::Op { node: name.into(), op: "BatchNormalization", reason: format!("running mean '{m}' is not an initializer") });
+        };
+        let w = self.constant(&format!("{name}.weight"), Const::F32(ArrayD::ones(IxDyn(&[c]))));
+        let b = self.constant(&format!("{name}.bias"), Const::F32(ArrayD::zeros(IxDyn(&[c]))));
+        let r = self.rank(x);
+        let ins = vec![x.clone(), w, b, m.clone(), v.clone()];
+        self.node(name, "BatchNormalization", ins, vec![("epsilon".into(), Attr::Float(eps as f32))], r)
     }
-    fn batch_norm_batch_stats(&mut self, _: &str, _: &String, _: Option<&String>, _: Option<&String>, _: f64) -> String {
-        todo!()
+    fn batch_norm_batch_stats(&mut self, name: &str, x: &String, w: Option<&String>, b: Option<&String>, eps: f64) -> String {
+        // (x - mean) / sqrt(var + eps) over every dim but 1, biased variance, as PyTorch.
+        let r = self.rank(x);
+        let axes: Vec<i64> = std::iter::once(0).chain(2..r as i64).collect();
+        let mean = self.reduce(&format!("{name}.mean"), "ReduceMean", x, &axes, r);
+        let d = self.node(&format!("{name}.centered"), "Sub", vec![x.clone(), mean], vec![], r);
+        let sq = self.node(&format!("{name}.square"), "Mul", vec![d.clone(), d.clone()], vec![], r);
+        let var = self.reduce(&format!("{name}.var"), "ReduceMean", &sq, &axes, r);
+        let e = self.constant(&format!("{name}.eps"), Const::scalar_f32(eps as f32));
+        let ve = self.node(&format!("{name}.var_eps"), "Add", vec![var, e], vec![], r);
+        let sd = self.node(&format!("{name}.std"), "Sqrt", vec![ve], vec![], r);
+        // The last node is named `name`.
+        let last = if b.is_some() { "shift" } else if w.is_some() { "scale" } else { "normalized" };
+        let at = |suffix: &str| if suffix == last { name.to_string() } else { format!("{name}.{suffix}") };
+        let mut y = self.node(&at("normalized"), "Div", vec![d, sd], vec![], r);
+        // (C,) affine parameters broadcast as (C, 1, ..., 1) against (N, C, ...).
+        let per_channel: Vec<i64> = std::iter::once(-1).chain(std::iter::repeat_n(1, r.saturating_sub(2))).collect();
+        for (p, op, suffix) in [(w, "Mul", "scale"), (b, "Add", "shift")] {
+            if let Some(p) = p {
+                let shape = self.constant(&format!("{name}.{suffix}_shape"), Const::i64s(&per_channel));
+                let pc = self.node(&format!("{p}.per_channel"), "Reshape", vec![p.clone(), shape], vec![], per_channel.len());
+                y = self.node(&at(suffix), op, vec![y, pc], vec![], r);
+            }
+        }
+        y
     }
-    fn gather_tokens(&mut self, _: &str, _: &String, _: &String) -> String {
-        todo!()
+    fn gather_tokens(&mut self, name: &str, x: &String, ids: &String) -> String {
+        // GatherND with batch_dims = 1 on ids (B, K, 1): out[b, k] = x[b, ids[b, k]], any batch.
+        let shape = self.constant(&format!("{name}.ids_shape"), Const::i64s(&[0, 0, 1]));
+        let ids3 = self.node(&format!("{name}.ids"), "Reshape", vec![ids.clone(), shape], vec![], 3);
+        self.node(name, "GatherND", vec![x.clone(), ids3], vec![int("batch_dims", 1)], 3)
     }
-    fn masked_blend(&mut self, _: &str, _: &String, _: &String, _: &String) -> String {
-        todo!()
+    fn masked_blend(&mut self, name: &str, mask: &String, x: &String, token: &String) -> String {
+        let r = self.rank(x);
+        let shape = self.constant(&format!("{name}.mask_shape"), Const::i64s(&[0, 0, 1]));
+        let m = self.node(&format!("{name}.mask"), "Reshape", vec![mask.clone(), shape], vec![], 3);
+        let one = self.constant(&format!("{name}.one"), Const::scalar_f32(1.0));
+        let keep = self.node(&format!("{name}.keep"), "Sub", vec![one, m.clone()], vec![], 3);
+        let kept = self.node(&format!("{name}.kept"), "Mul", vec![x.clone(), keep], vec![], r);
+        let tok = self.node(&format!("{name}.tokens"), "Mul", vec![token.clone(), m], vec![], r);
+        self.node(name, "Add", vec![kept, tok], vec![], r)
     }
-    fn upsample(&mut self, _: &str, _: &String, _: i64, _: UpsampleMode) -> String {
-        todo!()
+    fn upsample(&mut self, name: &str, x: &String, s: i64, mode: UpsampleMode) -> String {
+        // PyTorch's source coordinates: nearest floor(dst / s) ("asymmetric" + "floor"),
+        // bilinear align_corners=False max(0, (dst + 0.5) / s - 0.5) ("pytorch_half_pixel").
+        let scales = self.constant(&format!("{name}.scales"), Const::F32(ArrayD::from_shape_vec(IxDyn(&[4]), vec![1.0, 1.0, s as f32, s as f32]).expect("4 scales")));
+        let s = |k: &str, v: &str| (k.to_string(), Attr::Str(v.into()));
+        let attrs = match mode {
+            UpsampleMode::Nearest => vec![s("mode", "nearest"), s("coordinate_transformation_mode", "asymmetric"), s("nearest_mode", "floor")],
+            UpsampleMode::Bilinear => vec![s("mode", "linear"), s("coordinate_transformation_mode", "pytorch_half_pixel")],
+        };
+        self.node(name, "Resize", vec![x.clone(), String::new(), scales], attrs, 4)
     }
-    fn conv_transpose2d(&mut self, _: &str, _: &String, _: &String, _: Option<&String>, _: ConvTransposeArgs) -> String {
-        todo!()
+    fn conv_transpose2d(&mut self, name: &str, x: &String, w: &String, b: Option<&String>, a: ConvTransposeArgs) -> String {
+        let k = self.graph.inits.get(w).map(|c| c.dims()).unwrap_or_default();
+        let (kh, kw) = (k.get(2).copied().unwrap_or(1), k.get(3).copied().unwrap_or(1));
+        let mut ins = vec![x.clone(), w.clone()];
+        ins.extend(b.cloned());
+        let attrs = vec![
+            ints("kernel_shape", vec![kh, kw]),
+            ints("strides", vec![a.stride; 2]),
+            ints("pads", vec![a.padding; 4]),
+            ints("output_padding", vec![a.output_padding; 2]),
+            ints("dilations", vec![a.dilation; 2]),
+            int("group", a.groups),
+        ];
+        self.node(name, "ConvTranspose", ins, attrs, 4)
     }
 }

@@ -2,7 +2,8 @@
 //! evaluator used for constant folding and export-time resampling.
 //!
 //! Only the ops that appear on constant paths of our models are evaluated
-//! (Transpose, Reshape, Slice, Add, Mul, Concat, Identity); anything else is
+//! (Transpose, Reshape, Slice, Add, Mul, Div, Max, Concat, Identity, and
+//! ReduceL2 over the last axis for weight normalisation); anything else is
 //! left in the graph.
 
 use half::f16;
@@ -142,6 +143,29 @@ pub fn eval(op: &str, attrs: &[(String, Attr)], inputs: &[&Const]) -> Option<Con
             broadcast_shape(a.shape(), b.shape())?;
             Some(Const::F32(a * b))
         }
+        ("Div", [Const::F32(a), Const::F32(b)]) => {
+            broadcast_shape(a.shape(), b.shape())?;
+            Some(Const::F32(a / b))
+        }
+        ("Max", [Const::F32(a), Const::F32(b)]) => {
+            let shape = broadcast_shape(a.shape(), b.shape())?;
+            let (a, b) = (a.broadcast(IxDyn(&shape))?, b.broadcast(IxDyn(&shape))?);
+            Some(Const::F32(ndarray::Zip::from(&a).and(&b).map_collect(|&p, &q| p.max(q))))
+        }
+        // Over the last axis only, keepdims (l2_normalize of a weight); axes as attribute (<= 17) or input (>= 18).
+        ("ReduceL2", [Const::F32(x), rest @ ..]) => {
+            let axes = match rest {
+                [Const::I64(a)] => a.iter().copied().collect(),
+                [] => attr_ints(attrs, "axes")?,
+                _ => return None,
+            };
+            let last = x.ndim().checked_sub(1)?;
+            if attr_int(attrs, "keepdims") == Some(0) || axes.iter().map(|&a| norm_axis(a, x.ndim())).ne([last]) {
+                return None;
+            }
+            let n = x.map_axis(Axis(last), |row| row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt() as f32);
+            Some(Const::F32(n.insert_axis(Axis(last))))
+        }
         ("Concat", xs) => {
             let axis = attr_int(attrs, "axis")?;
             let arrs: Option<Vec<_>> = xs.iter().map(|c| c.as_f32().map(|a| a.view())).collect();
@@ -270,5 +294,22 @@ mod tests {
         assert_eq!(a.as_f32().unwrap()[[1, 2]], 35.0);
         assert!(eval("Add", &[], &[&x, &Const::F32(ArrayD::zeros(IxDyn(&[4])))]).is_none());
         assert!(eval("Conv", &[], &[&x]).is_none());
+    }
+
+    /// F.normalize(x, dim=-1) of [[0, 1, 2], [3, 4, 5]]: rows / sqrt(5), / sqrt(50), both axes forms.
+    #[test]
+    fn evaluator_l2_normalize_chain() {
+        let x = Const::F32(ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0., 1., 2., 3., 4., 5.]).unwrap());
+        let keep = ("keepdims".to_string(), Attr::Int(1));
+        let n17 = eval("ReduceL2", &[("axes".into(), Attr::Ints(vec![-1])), keep.clone()], &[&x]).unwrap();
+        let n18 = eval("ReduceL2", &[keep.clone()], &[&x, &Const::i64s(&[1])]).unwrap();
+        assert_eq!(n17, n18);
+        assert_eq!(n17.dims(), vec![2, 1]);
+        assert!(eval("ReduceL2", &[keep], &[&x, &Const::i64s(&[0])]).is_none(), "only the last axis");
+        let m = eval("Max", &[], &[&n17, &Const::scalar_f32(6.0)]).unwrap();
+        let y = eval("Div", &[], &[&x, &m]).unwrap();
+        let y = y.as_f32().unwrap();
+        assert!((y[[0, 2]] - 2.0 / 6.0).abs() < 1e-7, "clamped to 6 > sqrt(5)");
+        assert!((y[[1, 1]] - 4.0 / 50f32.sqrt()).abs() < 1e-7);
     }
 }

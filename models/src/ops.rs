@@ -180,6 +180,10 @@ pub trait Ops {
     fn batch_norm_batch_stats(&mut self, name: &str, x: &Self::T, weight: Option<&Self::T>, bias: Option<&Self::T>, eps: f64) -> Self::T;
     /// x (B, N, D), ids (B, K) int64 -> (B, K, D) with out[b, k] = x[b, ids[b, k]]
     /// (`torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, D))`).
+    ///
+    /// MAE's decoder un-shuffle needs no other op: `concat([kept (B, K, D),
+    /// expand_batch(mask_token) (B, 1, D)], 1)` then `gather_tokens` with
+    /// `ids_restore.clamp(max=K)` (every masked position reads row K, the mask token).
     fn gather_tokens(&mut self, name: &str, x: &Self::T, ids: &Self::T) -> Self::T;
     /// mask (B, N) (1 = replace, 0 = keep, float), x (B, N, D), token (1, 1, D) -> x * (1 - mask) + token * mask (MAE/SimMIM mask tokens).
     fn masked_blend(&mut self, name: &str, mask: &Self::T, x: &Self::T, token: &Self::T) -> Self::T;

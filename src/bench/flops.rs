@@ -169,26 +169,33 @@ impl Ops for Counter {
     fn bicubic_resize(&mut self, _: &str, x: &Self::T, hw: [i64; 2]) -> Self::T {
         vec![x[0], x[1], hw[0], hw[1]]
     }
-    fn l2_normalize(&mut self, _: &str, _: &Self::T, _: f64) -> Self::T {
-        todo!()
+    fn l2_normalize(&mut self, _: &str, x: &Self::T, _: f64) -> Self::T {
+        self.elementwise(x)
     }
-    fn batch_norm_plain(&mut self, _: &str, _: &Self::T, _: &Self::T, _: &Self::T, _: f64, _: f64) -> Self::T {
-        todo!()
+    fn batch_norm_plain(&mut self, _: &str, x: &Self::T, _: &Self::T, _: &Self::T, _: f64, _: f64) -> Self::T {
+        self.elementwise(x)
     }
-    fn batch_norm_batch_stats(&mut self, _: &str, _: &Self::T, _: Option<&Self::T>, _: Option<&Self::T>, _: f64) -> Self::T {
-        todo!()
+    fn batch_norm_batch_stats(&mut self, _: &str, x: &Self::T, _: Option<&Self::T>, _: Option<&Self::T>, _: f64) -> Self::T {
+        self.elementwise(x)
     }
-    fn gather_tokens(&mut self, _: &str, _: &Self::T, _: &Self::T) -> Self::T {
-        todo!()
+    fn gather_tokens(&mut self, _: &str, x: &Self::T, ids: &Self::T) -> Self::T {
+        let out = vec![ids[0], ids[1], x[2]];
+        self.elementwise(&out)
     }
-    fn masked_blend(&mut self, _: &str, _: &Self::T, _: &Self::T, _: &Self::T) -> Self::T {
-        todo!()
+    fn masked_blend(&mut self, _: &str, _: &Self::T, x: &Self::T, _: &Self::T) -> Self::T {
+        self.elementwise(x)
     }
-    fn upsample(&mut self, _: &str, _: &Self::T, _: i64, _: UpsampleMode) -> Self::T {
-        todo!()
+    fn upsample(&mut self, _: &str, x: &Self::T, s: i64, _: UpsampleMode) -> Self::T {
+        let out = vec![x[0], x[1], x[2] * s, x[3] * s];
+        self.elementwise(&out)
     }
-    fn conv_transpose2d(&mut self, _: &str, _: &Self::T, _: &Self::T, _: Option<&Self::T>, _: ConvTransposeArgs) -> Self::T {
-        todo!()
+    /// Every input pixel scatters `out/groups * kh * kw` products: N·Cin·H·W·(Cout/g)·kh·kw MACs.
+    fn conv_transpose2d(&mut self, _: &str, x: &Self::T, w: &Self::T, _: Option<&Self::T>, a: ConvTransposeArgs) -> Self::T {
+        let (n, h, wd) = (x[0], x[2], x[3]);
+        let (ci, co_g, kh, kw) = (w[0], w[1], w[2], w[3]);
+        let len = |l: i64, k: i64| (l - 1) * a.stride - 2 * a.padding + a.dilation * (k - 1) + a.output_padding + 1;
+        self.count.macs += numel(&[n, ci, h, wd, co_g, kh, kw]);
+        vec![n, co_g * a.groups, len(h, kh), len(wd, kw)]
     }
 }
 
@@ -233,5 +240,16 @@ mod tests {
         // Linear in the batch.
         let b = Backbone::new(&BackboneConfig::from_name("resnet18-cifar").unwrap());
         assert_eq!(count_forward(&b, 8, 32).macs, 8 * want);
+    }
+
+    /// ConvTranspose2d(4, 6, 3, stride 2, padding 1, output_padding 1, groups 2) on 5x4:
+    /// output (H-1)*2 - 2 + 2 + 1 + 1 = 10 x 8 (PyTorch's formula); MACs = input pixels x Cout/g x k².
+    #[test]
+    fn conv_transpose_shape_and_macs() {
+        let mut c = Counter { shapes: HashMap::from([("w".to_string(), vec![4, 3, 3, 3])]), count: Count::default() };
+        let w = c.param("w");
+        let a = ConvTransposeArgs { stride: 2, padding: 1, output_padding: 1, dilation: 1, groups: 2 };
+        assert_eq!(c.conv_transpose2d("t", &vec![2, 4, 5, 4], &w, None, a), vec![2, 6, 10, 8]);
+        assert_eq!(c.count.macs, 2 * 4 * 5 * 4 * 3 * 9);
     }
 }

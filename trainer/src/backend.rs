@@ -343,26 +343,35 @@ impl Ops for TchOps<'_> {
     fn bicubic_resize(&mut self, _: &str, x: &Tensor, hw: [i64; 2]) -> Tensor {
         x.upsample_bicubic2d(hw, false, None, None)
     }
-    fn l2_normalize(&mut self, _: &str, _: &Tensor, _: f64) -> Tensor {
-        todo!()
+    fn l2_normalize(&mut self, _: &str, x: &Tensor, eps: f64) -> Tensor {
+        // F.normalize: x / clamp_min(norm, eps).expand_as(x)
+        x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(eps).expand_as(x)
     }
-    fn batch_norm_plain(&mut self, _: &str, _: &Tensor, _: &Tensor, _: &Tensor, _: f64, _: f64) -> Tensor {
-        todo!()
+    fn batch_norm_plain(&mut self, _: &str, x: &Tensor, m: &Tensor, v: &Tensor, momentum: f64, eps: f64) -> Tensor {
+        x.batch_norm(None::<&Tensor>, None, Some(m), Some(v), self.train, momentum, eps, false)
     }
-    fn batch_norm_batch_stats(&mut self, _: &str, _: &Tensor, _: Option<&Tensor>, _: Option<&Tensor>, _: f64) -> Tensor {
-        todo!()
+    fn batch_norm_batch_stats(&mut self, _: &str, x: &Tensor, w: Option<&Tensor>, b: Option<&Tensor>, eps: f64) -> Tensor {
+        // No running buffers: libtorch normalises with the batch's statistics whatever the mode.
+        x.batch_norm(w, b, None, None, true, 0.0, eps, false)
     }
-    fn gather_tokens(&mut self, _: &str, _: &Tensor, _: &Tensor) -> Tensor {
-        todo!()
+    fn gather_tokens(&mut self, _: &str, x: &Tensor, ids: &Tensor) -> Tensor {
+        let d = *x.size().last().expect("gather_tokens on a scalar");
+        x.gather(1, &ids.unsqueeze(-1).expand([-1, -1, d], false), false)
     }
-    fn masked_blend(&mut self, _: &str, _: &Tensor, _: &Tensor, _: &Tensor) -> Tensor {
-        todo!()
+    fn masked_blend(&mut self, _: &str, mask: &Tensor, x: &Tensor, token: &Tensor) -> Tensor {
+        let m = mask.unsqueeze(-1);
+        x * m.rsub_scalar(1.0) + token * &m
     }
-    fn upsample(&mut self, _: &str, _: &Tensor, _: i64, _: UpsampleMode) -> Tensor {
-        todo!()
+    fn upsample(&mut self, _: &str, x: &Tensor, s: i64, mode: UpsampleMode) -> Tensor {
+        let size = x.size();
+        let out = [size[2] * s, size[3] * s];
+        match mode {
+            UpsampleMode::Nearest => x.upsample_nearest2d(out, s as f64, s as f64),
+            UpsampleMode::Bilinear => x.upsample_bilinear2d(out, false, s as f64, s as f64),
+        }
     }
-    fn conv_transpose2d(&mut self, _: &str, _: &Tensor, _: &Tensor, _: Option<&Tensor>, _: ConvTransposeArgs) -> Tensor {
-        todo!()
+    fn conv_transpose2d(&mut self, _: &str, x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: ConvTransposeArgs) -> Tensor {
+        x.conv_transpose2d(w, b, [a.stride; 2], [a.padding; 2], [a.output_padding; 2], a.groups, [a.dilation; 2])
     }
 }
 
