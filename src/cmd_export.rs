@@ -32,10 +32,13 @@ pub struct ExportArgs {
     /// Run resolution (ViT position embeddings are resampled bicubically).
     #[arg(long)]
     pub image_size: Option<i64>,
-    /// Export a head stored under this checkpoint prefix as an extra output (repeatable).
+    /// Export a head as an extra output (repeatable): one the file lists in its
+    /// `pretext.heads` metadata (a run's `projection_head`, `prediction_head`,
+    /// MAE's `decoder`), or the architecture's classifier (`fc`, `head`, `classifier.1`).
     #[arg(long = "with-head")]
     pub with_head: Vec<String>,
-    /// Prefix of the backbone's tensors in the checkpoint (e.g. `backbone.`).
+    /// Prefix of the network's tensors in the checkpoint (e.g. `backbone.`);
+    /// default: the file's `pretext.prefix` (`student.` in a run's checkpoint), else none.
     #[arg(long, default_value = "")]
     pub prefix: String,
     /// SSL method recorded in the metadata (default: from the checkpoint).
@@ -98,10 +101,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let t = std::time::Instant::now();
     let (model, report) = pretext_exporter::export(&config, &ckpt, &opts)?;
     let files = model.write(&a.output, opts.external_data_threshold)?;
+    // An MAE decoder head takes a mask as extra graph inputs: --verify feeds a fixed one.
+    let resolved = pretext_exporter::resolve(&config, &ckpt, &opts)?;
     drop(ckpt);
     if !report.unused.is_empty() {
         let ex: Vec<_> = report.unused.iter().take(5).collect();
-        eprintln!("warning: {} checkpoint tensors are not part of the exported graph, e.g. {ex:?} (use --with-head PREFIX to export a head)", report.unused.len());
+        eprintln!("warning: {} checkpoint tensors are not part of the exported graph, e.g. {ex:?} (use --with-head NAME to export a head)", report.unused.len());
     }
     println!(
         "exported {} -> {} in {:.2}s: {} nodes, {} initializers, outputs {:?}; folded {} BatchNorms and {} constants{}",
@@ -124,8 +129,9 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let std: [f32; 3] = serde_json::from_str(&meta("pretext.std"))?;
     let size: u32 = meta("pretext.input_size").parse()?;
     let x = verify::load_images(&data, a.verify_count, 97, size, mean, std).with_context(|| format!("--verify-data {}", data.display()))?;
+    let mask = verify::mask_for(&resolved, x.shape()[0]);
     let reference = verify::tch_forward(&a.checkpoint, &config, &opts, &x)?;
-    let runs = verify::run_onnx(&a.output, &x)?;
+    let runs = verify::run_onnx_masked(&a.output, &x, mask.as_ref())?;
     let rows = verify::compare(&reference, &runs)?;
     println!("verify on {} images from {} (reference: tch eval forward)\n{}", x.shape()[0], data.display(), verify::format_table(&rows));
     let bad: Vec<_> = rows.iter().filter(|r| if a.fp16 { r.cosine < a.min_cosine } else { r.max_abs > a.tol || r.max_abs.is_nan() }).collect();

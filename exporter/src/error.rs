@@ -15,8 +15,12 @@ pub enum ExportError {
     Dtype { path: PathBuf, key: String, dtype: String },
     #[error("{path}: cannot tell the architecture: {reason}")]
     Arch { path: PathBuf, reason: String },
-    #[error("{path}: head '{prefix}': {reason}")]
-    Head { path: PathBuf, prefix: String, reason: String },
+    /// A head the file lists that this exporter cannot express.
+    #[error("{path}: head '{head}': {reason}")]
+    Head { path: PathBuf, head: String, reason: String },
+    /// `--with-head` names a head the file does not list in `pretext.heads`.
+    #[error("{path}: no head '{head}' in this file; it has: {available}")]
+    UnknownHead { path: PathBuf, head: String, available: String },
     #[error("opset {opset} is not supported (LayerNormalization needs >= 17; supported 17..=21)")]
     Opset { opset: i64 },
     #[error("node '{node}' ({op}): opset {opset} cannot express it (supported opsets: {supported})")]

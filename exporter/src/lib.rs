@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use pretext_models::layers::Linear;
-use pretext_models::{Act, Backbone, BackboneConfig, HeadBlock, MlpHead, Norm, Ops, ParamSpec};
+use pretext_models::{Backbone, BackboneConfig, HeadSpec, ParamSpec, HEADS_KEY, PREFIX_KEY};
 
 pub use checkpoint::{Checkpoint, ARCH_KEY};
 pub use error::ExportError;
@@ -61,9 +61,9 @@ pub struct ExportOptions {
     pub fp16_io: bool,
     /// Run resolution (square); ViTs resample their position embedding.
     pub image_size: Option<i64>,
-    /// Checkpoint prefixes of heads to export as extra outputs.
+    /// Heads to export as extra outputs: names the file lists in `pretext.heads`, or the classifier's path.
     pub heads: Vec<String>,
-    /// Prefix of the backbone's tensors in the checkpoint (e.g. `backbone.`).
+    /// Prefix of the network's tensors in the checkpoint (e.g. `backbone.`); empty: the file's `pretext.prefix`.
     pub prefix: String,
     pub fold_batch_norm: bool,
     pub fold_constants: bool,
@@ -137,85 +137,70 @@ pub fn classifier_path(config: &BackboneConfig) -> &'static str {
     }
 }
 
-/// A head exported as an extra output: a linear classifier or an MLP head.
+/// A head exported as an extra output.
+#[derive(Debug, Clone)]
 pub enum Head {
-    Linear(Linear),
-    Mlp(MlpHead),
+    /// The architecture's classifier (`fc`, `head`, `classifier.1`).
+    Classifier(Linear),
+    /// A head the file lists in `pretext.heads`.
+    Spec(HeadSpec),
 }
 
 impl Head {
     pub fn params(&self) -> Vec<ParamSpec> {
         match self {
-            Head::Linear(l) => {
+            Head::Classifier(l) => {
                 let mut v = Vec::new();
                 l.params(&mut v);
                 v
             }
-            Head::Mlp(m) => m.params(),
+            Head::Spec(h) => h.params(),
         }
     }
-    /// # Shapes
-    /// (N, in) -> (N, out)
-    pub fn forward<O: Ops>(&self, o: &mut O, x: &O::T) -> O::T {
+    /// The output's shape after the batch axis.
+    pub fn out_shape(&self) -> Vec<i64> {
         match self {
-            Head::Linear(l) => l.forward(o, x),
-            Head::Mlp(m) => m.forward(o, x),
+            Head::Classifier(l) => vec![l.out_f],
+            Head::Spec(h) => h.out_shape(),
         }
     }
 }
 
-/// Rebuilds a head from the checkpoint: `{prefix}.weight` is a linear layer;
-/// `{prefix}.layers.N.*` is an MLP head in lightly's layout, where a linear
-/// has a 2-D weight, a BatchNorm has `running_mean`, and an index with no
-/// tensors is an activation (ReLU, or GELU when metadata
-/// `pretext.head.{prefix}.act` says so). Metadata `pretext.heads`, a JSON
-/// object prefix -> [HeadBlock], overrides inference.
-fn head_from_checkpoint(ckpt: &Checkpoint, prefix: &str) -> Result<Head, ExportError> {
-    let bad = |reason: String| ExportError::Head { path: ckpt.path.clone(), prefix: prefix.into(), reason };
-    if let Some(j) = ckpt.metadata.get("pretext.heads") {
-        let m: BTreeMap<String, Vec<HeadBlock>> = serde_json::from_str(j).map_err(|e| bad(format!("metadata pretext.heads: {e}")))?;
-        if let Some(blocks) = m.get(prefix) {
-            return Ok(Head::Mlp(MlpHead::new(prefix, blocks.clone())));
-        }
+/// Graph inputs of an MAE decoder's fixed mask, as MAE's `random_masking`
+/// returns it: the visible patches (batch, K) and the inverse shuffle (batch, N), int64.
+pub const IDS_KEEP_INPUT: &str = "ids_keep";
+pub const IDS_RESTORE_INPUT: &str = "ids_restore";
+
+/// The heads a file lists in its `pretext.heads` metadata, by export name
+/// (each still JSON: one head this exporter cannot read must not hide the others).
+pub fn listed_heads(ckpt: &Checkpoint) -> Result<BTreeMap<String, serde_json::Value>, ExportError> {
+    let Some(j) = ckpt.metadata.get(HEADS_KEY) else { return Ok(BTreeMap::new()) };
+    serde_json::from_str(j).map_err(|e| ExportError::Head { path: ckpt.path.clone(), head: "*".into(), reason: format!("metadata {HEADS_KEY} is not a JSON object of heads: {e}") })
+}
+
+/// The head `name`: one listed in the file's `pretext.heads`, or the
+/// architecture's classifier when the file holds its weight (its class count
+/// is the weight's first dimension). Anything else is an error listing both.
+fn head_from_checkpoint(ckpt: &Checkpoint, config: &BackboneConfig, prefix: &str, name: &str) -> Result<Head, ExportError> {
+    let listed = listed_heads(ckpt)?;
+    if let Some(v) = listed.get(name) {
+        return serde_json::from_value(v.clone()).map(Head::Spec).map_err(|e| ExportError::Head {
+            path: ckpt.path.clone(),
+            head: name.into(),
+            reason: format!("{HEADS_KEY} describes it as {v}, which this exporter cannot express: {e}"),
+        });
     }
-    if let Some(w) = ckpt.get(&format!("{prefix}.weight")) {
-        if w.ndim() != 2 {
-            return Err(bad(format!("{prefix}.weight has shape {:?}, expected (out, in)", w.shape())));
-        }
-        let mut l = Linear::new(prefix, w.shape()[1] as i64, w.shape()[0] as i64);
-        l.bias = ckpt.get(&format!("{prefix}.bias")).is_some();
-        return Ok(Head::Linear(l));
+    let cls = classifier_path(config);
+    let cls_weight = ckpt.get(&format!("{prefix}{cls}.weight")).filter(|w| w.ndim() == 2);
+    if let (true, Some(w)) = (name == cls, cls_weight) {
+        return Ok(Head::Classifier(Linear::new(cls, w.shape()[1] as i64, w.shape()[0] as i64)));
     }
-    let act = match ckpt.metadata.get(&format!("pretext.head.{prefix}.act")).map(|s| s.as_str()) {
-        Some("gelu") => Act::Gelu,
-        _ => Act::Relu,
-    };
-    let layer = |i: usize, leaf: &str| ckpt.get(&format!("{prefix}.layers.{i}.{leaf}"));
-    let max = ckpt
-        .tensors
-        .keys()
-        .filter_map(|k| k.strip_prefix(&format!("{prefix}.layers.")))
-        .filter_map(|r| r.split('.').next()?.parse::<usize>().ok())
-        .max()
-        .ok_or_else(|| bad(format!("no tensors '{prefix}.weight' or '{prefix}.layers.N.*' in the checkpoint")))?;
-    let mut blocks: Vec<HeadBlock> = Vec::new();
-    let mut i = 0;
-    while i <= max {
-        let w = layer(i, "weight").filter(|w| w.ndim() == 2).ok_or_else(|| bad(format!("expected a linear layer at {prefix}.layers.{i}")))?;
-        let mut b = HeadBlock::new(w.shape()[1] as i64, w.shape()[0] as i64, None, None);
-        i += 1;
-        if layer(i, "running_mean").is_some() {
-            b.norm = Some(Norm::BatchNorm);
-            i += 1;
-        }
-        if i <= max && layer(i, "weight").is_none() && layer(i, "running_mean").is_none() {
-            b.act = Some(act);
-            i += 1;
-        }
-        blocks.push(b);
+    let mut available: Vec<String> = listed.keys().cloned().collect();
+    if cls_weight.is_some() {
+        available.push(format!("{cls} (the classifier)"));
     }
-    let head = MlpHead::new(prefix, blocks);
-    Ok(Head::Mlp(head))
+    let available = if available.is_empty() { format!("no heads (no {HEADS_KEY} metadata and no classifier '{cls}.weight')") } else { available.join(", ") };
+    Err(ExportError::UnknownHead { path: ckpt.path.clone(), head: name.into(), available })
 }
 
 /// Sanitised output name for a head prefix.
@@ -224,23 +209,35 @@ fn head_output(prefix: &str) -> String {
 }
 
 /// What gets exported: the run config, input side, the headless backbone,
-/// and the heads with their output names (classifier first, as `logits`).
+/// the heads with their output names (classifier first, as `logits`), and
+/// the prefix every tensor is read under.
 pub struct Resolved {
     pub config: BackboneConfig,
     pub size: i64,
     pub backbone: Backbone,
     pub heads: Vec<(String, Head)>,
+    pub prefix: String,
+}
+
+/// The prefix of the exportable network's tensors: `opts.prefix` when given,
+/// else the file's `pretext.prefix` (`student.` in a run's checkpoint).
+pub fn tensor_prefix(ckpt: &Checkpoint, opts: &ExportOptions) -> String {
+    if !opts.prefix.is_empty() {
+        return opts.prefix.clone();
+    }
+    ckpt.metadata.get(PREFIX_KEY).cloned().unwrap_or_default()
 }
 
 /// Applies the options to the config (run resolution), splits off the
-/// classifier as a head, rebuilds the requested heads from the checkpoint,
-/// and checks every tensor they need against the checkpoint.
+/// classifier as a head, rebuilds the requested heads from the file's
+/// `pretext.heads`, and checks every tensor they need against the checkpoint.
 pub fn resolve(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<Resolved, ExportError> {
     let mut config = config.clone();
     if let (Some(s), BackboneConfig::Vit(v)) = (opts.image_size, &mut config) {
         *v = v.clone().at_resolution(s);
     }
     let size = opts.image_size.unwrap_or_else(|| config.default_image_size());
+    let prefix = tensor_prefix(ckpt, opts);
     // The features graph never contains the classifier; it is a head.
     let mut headless = config.clone();
     let classifier = match &mut headless {
@@ -249,43 +246,64 @@ pub fn resolve(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions)
         BackboneConfig::MobilenetV2(c) => c.num_classes.take(),
     };
     let backbone = Backbone::new(&headless);
-    ckpt.check(&backbone.params(), &opts.prefix)?;
+    ckpt.check(&backbone.params(), &prefix)?;
     let mut heads: Vec<(String, Head)> = Vec::new();
     if let Some(n) = classifier {
         let p = classifier_path(&config);
         let head = Linear::new(p, backbone.embed_dim(), n);
-        heads.push((LOGITS_OUTPUT.to_string(), Head::Linear(head)));
+        heads.push((LOGITS_OUTPUT.to_string(), Head::Classifier(head)));
     }
-    for prefix in &opts.heads {
-        heads.push((head_output(prefix), head_from_checkpoint(ckpt, prefix)?));
+    for name in &opts.heads {
+        let head = head_from_checkpoint(ckpt, &config, &prefix, name)?;
+        let bad = |reason: String| ExportError::Head { path: ckpt.path.clone(), head: name.clone(), reason };
+        if let Head::Spec(HeadSpec::MaeDecoder(d)) = &head {
+            match &backbone {
+                Backbone::Vit(v) if v.config.img_size == d.decoder.img_size => {}
+                Backbone::Vit(v) => return Err(bad(format!("an MAE decoder runs at its trained resolution {} px, not {} (drop --image-size)", d.decoder.img_size, v.config.img_size))),
+                _ => return Err(bad("an MAE decoder needs a ViT backbone; the file's arch is not one".into())),
+            }
+        }
+        heads.push((head_output(name), head));
     }
     for (_, h) in &heads {
-        ckpt.check(&h.params(), "")?;
+        ckpt.check(&h.params(), &prefix)?;
     }
-    Ok(Resolved { config, size, backbone, heads })
+    Ok(Resolved { config, size, backbone, heads, prefix })
 }
 
 /// Exports a backbone (and optional heads) from a checkpoint to an in-memory [`Model`].
 pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<(Model, ExportReport), ExportError> {
-    let Resolved { config, size, backbone, heads } = resolve(config, ckpt, opts)?;
+    let Resolved { config, size, backbone, heads, prefix } = resolve(config, ckpt, opts)?;
 
     let mut o = OnnxOps::new(ckpt, opts.opset)?;
-    o.prefix = opts.prefix.clone();
+    o.prefix = prefix.clone();
     let batch = Dim::Sym("batch".into());
     let x = o.input(ValueInfo { name: INPUT_NAME.into(), elem: Elem::F32, dims: vec![batch.clone(), Dim::Fixed(3), Dim::Fixed(size), Dim::Fixed(size)] });
     let f = backbone.forward_features(&mut o, &x);
-    let mut outs = vec![(FEATURES_OUTPUT.to_string(), f.clone(), backbone.embed_dim())];
-    o.prefix = String::new();
+    let mut outs = vec![(FEATURES_OUTPUT.to_string(), f.clone(), vec![backbone.embed_dim()])];
+    let mut mask_doc = None;
     for (name, h) in &heads {
-        let y = h.forward(&mut o, &f);
-        let dim = match h {
-            Head::Linear(l) => l.out_f,
-            Head::Mlp(m) => m.out_dim(),
+        let y = match (h, &backbone) {
+            (Head::Classifier(l), _) => l.forward(&mut o, &f),
+            (Head::Spec(HeadSpec::Mlp(m)), _) => m.forward(&mut o, &f),
+            (Head::Spec(HeadSpec::MaeDecoder(d)), Backbone::Vit(v)) => {
+                let ids = |o: &mut OnnxOps, name: &str, n: i64| o.input(ValueInfo { name: name.into(), elem: Elem::I64, dims: vec![batch.clone(), Dim::Fixed(n)] });
+                let keep = ids(&mut o, IDS_KEEP_INPUT, d.visible());
+                let restore = ids(&mut o, IDS_RESTORE_INPUT, d.num_patches());
+                mask_doc = Some(format!(
+                    "{name}: MAE decoder over a fixed mask; inputs {IDS_KEEP_INPUT} (batch, {k}) int64 = the visible patches (row-major patch index) in encoder order, {IDS_RESTORE_INPUT} (batch, {n}) int64 = the inverse shuffle (patch i is entry {IDS_RESTORE_INPUT}[i] of [visible..., masked...]), as MAE's random_masking returns them; output (batch, {n}, {pp}) = per-patch prediction of the normalised pixels (p*p*3, MAE patchify order)",
+                    k = d.visible(),
+                    n = d.num_patches(),
+                    pp = d.out_dim()
+                ));
+                d.forward(&mut o, v, &x, &keep, &restore)
+            }
+            (Head::Spec(HeadSpec::MaeDecoder(_)), _) => unreachable!("resolve refuses an MAE decoder without a ViT"),
         };
-        outs.push((name.clone(), y, dim));
+        outs.push((name.clone(), y, h.out_shape()));
     }
     let mut g = o.finish()?;
-    for (name, t, dim) in &outs {
+    for (name, t, shape) in &outs {
         if g.inputs.iter().any(|i| &i.name == t) || g.outputs.iter().any(|v| &v.name == t) {
             // An output that aliases another tensor gets its own Identity.
             let id = g.fresh_name(name);
@@ -293,7 +311,8 @@ pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) 
         } else {
             g.rename_tensor(t, name);
         }
-        g.outputs.push(ValueInfo { name: name.clone(), elem: Elem::F32, dims: vec![batch.clone(), Dim::Fixed(*dim)] });
+        let dims = std::iter::once(batch.clone()).chain(shape.iter().map(|&d| Dim::Fixed(d))).collect();
+        g.outputs.push(ValueInfo { name: name.clone(), elem: Elem::F32, dims });
     }
     let mut report = ExportReport { outputs: outs.iter().map(|o| o.0.clone()).collect(), ..Default::default() };
     passes::eliminate_dead(&mut g);
@@ -312,14 +331,18 @@ pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) 
     }
     let used: std::collections::HashSet<String> = backbone
         .params()
-        .iter()
-        .map(|p| format!("{}{}", opts.prefix, p.name))
-        .chain(heads.iter().flat_map(|(_, h)| h.params()).map(|p| p.name))
+        .into_iter()
+        .chain(heads.iter().flat_map(|(_, h)| h.params()))
+        .map(|p| format!("{prefix}{}", p.name))
         .collect();
-    report.unused = ckpt.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
+    // A run's checkpoint also holds the teacher, optimizer and loss state: only the prefix's tensors count.
+    report.unused = ckpt.tensors.keys().filter(|k| k.starts_with(&prefix) && !used.contains(*k)).cloned().collect();
     // Every node, the passes' and fusions' included, must exist at the chosen opset.
     opsets::check(&g, opts.opset)?;
-    let metadata = metadata(&config, ckpt, opts, size, backbone.embed_dim());
+    let mut metadata = metadata(&config, ckpt, opts, size, backbone.embed_dim());
+    if let Some(doc) = mask_doc {
+        metadata.push(("pretext.mask_inputs".into(), doc));
+    }
     let model = Model { graph: g, opset: opts.opset, ir_version: ir_version_for(opts.opset), producer_version: env!("CARGO_PKG_VERSION").into(), metadata };
     Ok((model, report))
 }

@@ -125,7 +125,9 @@ mod tests {
                 .filter(|s| s.kind != ParamKind::Counter)
                 .map(|s| (s.name, ndarray::ArrayD::from_elem(s.shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), 0.5f32)))
                 .collect();
-            let ckpt = crate::Checkpoint { path: format!("{name}.safetensors").into(), tensors, metadata: Default::default() };
+            let heads = serde_json::json!({ "projection_head": pretext_models::HeadSpec::Mlp(head) }).to_string();
+            let metadata = [(pretext_models::HEADS_KEY.to_string(), heads)].into();
+            let ckpt = crate::Checkpoint { path: format!("{name}.safetensors").into(), tensors, metadata };
             for opset in crate::recorder::OPSETS {
                 for fp16 in [false, true] {
                     let opts = crate::ExportOptions { opset, fp16, heads: vec!["projection_head".into()], ..Default::default() };

@@ -9,9 +9,10 @@ pub mod layers;
 pub mod mobilenet;
 pub mod ops;
 pub mod resnet;
+pub mod scoped;
 pub mod vit;
 
-pub use heads::{Act, HeadBlock, MlpHead, Norm};
+pub use heads::{Act, HeadBlock, HeadSpec, Layer, MaeDecoder, MlpHead, Norm, HEADS_KEY, PREFIX_KEY};
 pub use mobilenet::{MobileNetV2, MobileNetV2Config};
 pub use ops::{ConvArgs, ConvTransposeArgs, Init, Ops, ParamKind, ParamSpec, UpsampleMode};
 pub use resnet::{ResNet, ResNetConfig, Stem};

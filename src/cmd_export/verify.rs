@@ -11,8 +11,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ndarray::{ArrayD, IxDyn};
-use pretext_exporter::{Checkpoint, ExportOptions, Resolved};
-use pretext_models::BackboneConfig;
+use pretext_exporter::{Checkpoint, ExportOptions, Head, Resolved};
+use pretext_models::{Backbone, BackboneConfig, HeadSpec};
 use pretext_runtime::compare;
 use pretext_trainer::{Params, TchOps};
 
@@ -96,22 +96,73 @@ fn from_tensor(t: &tch::Tensor) -> Result<ArrayD<f32>> {
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), v)?)
 }
 
+/// A fixed MAE mask for a batch, the graph inputs `ids_keep` (B, K) and
+/// `ids_restore` (B, N) of an exported MAE decoder.
+#[derive(Debug, Clone)]
+pub struct Mask {
+    pub keep: ArrayD<i64>,
+    pub restore: ArrayD<i64>,
+}
+
+/// A seeded random shuffle per image, as MAE's `random_masking` draws one:
+/// the first `keep` patches of the shuffle are visible, `restore` inverts it.
+pub fn fixed_mask(batch: usize, n: usize, keep: usize, seed: u64) -> Mask {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (mut k, mut r) = (ArrayD::<i64>::zeros(IxDyn(&[batch, keep])), ArrayD::<i64>::zeros(IxDyn(&[batch, n])));
+    for b in 0..batch {
+        let mut shuffle: Vec<usize> = (0..n).collect();
+        shuffle.shuffle(&mut rng);
+        for (i, &p) in shuffle.iter().enumerate() {
+            if i < keep {
+                k[[b, i]] = p as i64;
+            }
+            r[[b, p]] = i as i64;
+        }
+    }
+    Mask { keep: k, restore: r }
+}
+
+/// The mask `--verify` feeds when the export has an MAE decoder head, else `None`.
+pub fn mask_for(resolved: &Resolved, batch: usize) -> Option<Mask> {
+    resolved.heads.iter().find_map(|(_, h)| match h {
+        Head::Spec(HeadSpec::MaeDecoder(d)) => Some(fixed_mask(batch, d.num_patches() as usize, d.visible() as usize, 97)),
+        _ => None,
+    })
+}
+
+fn ids_tensor(a: &ArrayD<i64>) -> tch::Tensor {
+    let shape: Vec<i64> = a.shape().iter().map(|&d| d as i64).collect();
+    tch::Tensor::from_slice(a.as_standard_layout().as_slice().expect("standard layout")).reshape(&shape)
+}
+
 /// The tch forward (eval mode) of what the exporter exports: features, then
-/// each head's output, in the exporter's output order.
+/// each head's output, in the exporter's output order. An MAE decoder head
+/// runs on the fixed mask of [`mask_for`].
 pub fn tch_forward(ckpt_path: &Path, config: &BackboneConfig, opts: &ExportOptions, x: &ArrayD<f32>) -> Result<Vec<(String, ArrayD<f32>)>> {
     let ckpt = Checkpoint::load(ckpt_path)?;
-    let Resolved { backbone, heads, .. } = pretext_exporter::resolve(config, &ckpt, opts)?;
-    let bp = Params::new(backbone.params(), tch::Device::Cpu);
-    bp.load_safetensors(ckpt_path, &opts.prefix, false)?;
+    let resolved = pretext_exporter::resolve(config, &ckpt, opts)?;
+    drop(ckpt);
+    let mask = mask_for(&resolved, x.shape()[0]);
+    let Resolved { backbone, heads, prefix, .. } = resolved;
+    let mut specs = backbone.params();
+    specs.extend(heads.iter().flat_map(|(_, h)| h.params()));
+    let p = Params::new(specs, tch::Device::Cpu);
+    p.load_safetensors(ckpt_path, &prefix, false)?;
     let xt = to_tensor(x);
     let mut outs = Vec::new();
     tch::no_grad(|| -> Result<()> {
-        let f = backbone.forward_features(&mut TchOps::new(&bp, false), &xt);
+        let mut o = TchOps::new(&p, false);
+        let f = backbone.forward_features(&mut o, &xt);
         outs.push((pretext_exporter::FEATURES_OUTPUT.to_string(), from_tensor(&f)?));
         for (name, h) in &heads {
-            let hp = Params::new(h.params(), tch::Device::Cpu);
-            hp.load_safetensors(ckpt_path, "", false)?;
-            let y = h.forward(&mut TchOps::new(&hp, false), &f.shallow_clone());
+            let y = match (h, &backbone, &mask) {
+                (Head::Classifier(l), _, _) => l.forward(&mut o, &f),
+                (Head::Spec(HeadSpec::Mlp(m)), _, _) => m.forward(&mut o, &f),
+                (Head::Spec(HeadSpec::MaeDecoder(d)), Backbone::Vit(v), Some(m)) => d.forward(&mut o, v, &xt, &ids_tensor(&m.keep), &ids_tensor(&m.restore)),
+                (Head::Spec(HeadSpec::MaeDecoder(_)), ..) => bail!("head {name}: an MAE decoder needs a ViT backbone"),
+            };
             outs.push((name.clone(), from_tensor(&y)?));
         }
         Ok(())
@@ -119,11 +170,41 @@ pub fn tch_forward(ckpt_path: &Path, config: &BackboneConfig, opts: &ExportOptio
     Ok(outs)
 }
 
-/// Runs an ONNX file in tract and in ONNX Runtime; returns (backend, outputs).
+/// Runs a single-input ONNX file in tract and in ONNX Runtime; returns (backend, outputs).
 pub fn run_onnx(model: &Path, x: &ArrayD<f32>) -> Result<Vec<(&'static str, Vec<ArrayD<f32>>)>> {
     let tract = pretext_runtime::open_tract(model)?;
     let ort = pretext_runtime::open_ort(model, &pretext_runtime::OrtOptions::default())?;
     Ok(vec![("tract", tract.run(x.clone())?), ("onnxruntime", ort.run(x.clone())?)])
+}
+
+/// Runs an ONNX file in tract and in ONNX Runtime; returns (backend, outputs).
+/// With a mask, the graph's inputs are the image, `ids_keep` and `ids_restore`.
+pub fn run_onnx_masked(model: &Path, x: &ArrayD<f32>, mask: Option<&Mask>) -> Result<Vec<(&'static str, Vec<ArrayD<f32>>)>> {
+    let Some(m) = mask else { return run_onnx(model, x) };
+    use tract_onnx::prelude::*;
+    let plan = tract_onnx::onnx()
+        .model_for_path(model)
+        .and_then(|g| g.with_input_fact(0, f32::fact(x.shape()).into()))
+        .and_then(|g| g.with_input_fact(1, i64::fact(m.keep.shape()).into()))
+        .and_then(|g| g.with_input_fact(2, i64::fact(m.restore.shape()).into()))
+        .and_then(|g| g.into_optimized())
+        .and_then(|g| g.into_runnable())
+        .map_err(|e| anyhow::anyhow!("tract: {}: {e:#}", model.display()))?;
+    let ins: TVec<TValue> = tvec![x.clone().into_tensor().into(), m.keep.clone().into_tensor().into(), m.restore.clone().into_tensor().into()];
+    let tract_outs = plan.run(ins).map_err(|e| anyhow::anyhow!("tract: {}: {e:#}", model.display()))?;
+    let tract_outs = tract_outs.iter().map(|t| Ok(t.to_plain_array_view::<f32>()?.to_owned())).collect::<Result<Vec<_>>>()?;
+
+    let ort_err = |e: ort::Error| anyhow::anyhow!("onnxruntime: {}: {e}", model.display());
+    let mut session = ort::session::Session::builder(pretext_runtime::ort_environment()?).map_err(ort_err)?.commit_from_file(model).map_err(ort_err)?;
+    let (xs, ks, rs) = (x.as_standard_layout().into_owned(), m.keep.as_standard_layout().into_owned(), m.restore.as_standard_layout().into_owned());
+    let ins = ort::inputs![
+        ort::value::TensorRef::from_array_view(&xs).map_err(ort_err)?,
+        ort::value::TensorRef::from_array_view(&ks).map_err(ort_err)?,
+        ort::value::TensorRef::from_array_view(&rs).map_err(ort_err)?
+    ];
+    let outputs = session.run(ins).map_err(ort_err)?;
+    let ort_outs = outputs.iter().map(|(_, v)| Ok(v.try_extract_array::<f32>().map_err(ort_err)?.to_owned())).collect::<Result<Vec<_>>>()?;
+    Ok(vec![("tract", tract_outs), ("onnxruntime", ort_outs)])
 }
 
 /// max |a - b|; +inf when either side holds a NaN or infinity (see `pretext_runtime::compare`).

@@ -139,7 +139,11 @@ pub fn make_checkpoint_at(path: &Path, cfg: &BackboneConfig, heads: &[MlpHead], 
     for hp in &hps {
         blobs.extend(hp.to_named_blobs(""));
     }
-    let meta = HashMap::from([("pretext.arch".to_string(), serde_json::to_string(cfg).unwrap())]);
+    let listed: BTreeMap<&str, pretext_models::HeadSpec> = heads.iter().map(|h| (h.path.as_str(), pretext_models::HeadSpec::Mlp(h.clone()))).collect();
+    let meta = HashMap::from([
+        ("pretext.arch".to_string(), serde_json::to_string(cfg).unwrap()),
+        (pretext_models::HEADS_KEY.to_string(), serde_json::to_string(&listed).unwrap()),
+    ]);
     pretext_trainer::backend::write_safetensors(path, &blobs, Some(meta)).unwrap();
 }
 

@@ -600,12 +600,8 @@ pub fn save_checkpoint(cfg: &TrainConfig, method: &dyn methods::Method, opt: &Op
     meta.insert("step".to_string(), step.to_string());
     meta.insert("optim_steps".to_string(), opt.steps.to_string());
     meta.insert("minutes".to_string(), format!("{minutes}"));
-    meta.insert("config".to_string(), cfg_json.clone());
+    meta.insert("config".to_string(), cfg_json);
     meta.insert("rng".to_string(), format!("{{\"seed\":{},\"next_step\":{step}}}", cfg.seed));
-    let path = cfg.out.join("checkpoint.safetensors");
-    checkpoint::save(&path, &tensors, meta.clone())?;
-    let json = serde_json::json!({ "step": step, "optim_steps": opt.steps, "minutes": minutes, "seed": cfg.seed, "parts": ["student", "teacher", "optim", "state"], "config": cfg });
-    crate::backend::atomic_write(&cfg.out.join("checkpoint.json"), serde_json::to_string_pretty(&json).expect("json").as_bytes()).map_err(io(&cfg.out))?;
     // The exportable backbone: plain torchvision/timm names, arch in the metadata.
     let p = method.students()[0].1;
     let names: std::collections::HashSet<String> = method.backbone().params().into_iter().map(|s| s.name).collect();
@@ -622,6 +618,18 @@ pub fn save_checkpoint(cfg: &TrainConfig, method: &dyn methods::Method, opt: &Op
     bm.insert("pretext.resize".to_string(), et.resize.to_string());
     bm.insert("pretext.mean".to_string(), serde_json::to_string(&et.mean).expect("floats"));
     bm.insert("pretext.std".to_string(), serde_json::to_string(&et.std).expect("floats"));
+    // Both files export without --arch or --prefix: the checkpoint holds the
+    // student (backbone and heads) under `student.`, the backbone file only
+    // the backbone, so it lists no heads.
+    let heads: std::collections::BTreeMap<String, pretext_models::HeadSpec> = method.heads().into_iter().collect();
+    let mut ck_meta = meta;
+    ck_meta.extend(bm.clone());
+    ck_meta.insert(pretext_models::HEADS_KEY.to_string(), serde_json::to_string(&heads).expect("heads json"));
+    ck_meta.insert(pretext_models::PREFIX_KEY.to_string(), "student.".to_string());
+    checkpoint::save(&cfg.out.join("checkpoint.safetensors"), &tensors, ck_meta)?;
+    let json = serde_json::json!({ "step": step, "optim_steps": opt.steps, "minutes": minutes, "seed": cfg.seed, "parts": ["student", "teacher", "optim", "state"], "config": cfg });
+    crate::backend::atomic_write(&cfg.out.join("checkpoint.json"), serde_json::to_string_pretty(&json).expect("json").as_bytes()).map_err(io(&cfg.out))?;
+    bm.insert(pretext_models::HEADS_KEY.to_string(), "{}".to_string());
     checkpoint::save(&cfg.out.join("backbone.safetensors"), &bt, bm)?;
     Ok(())
 }

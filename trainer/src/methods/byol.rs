@@ -8,7 +8,7 @@
 //! updates it before the forward, one step earlier).
 
 use pretext_data::augment::{Pipeline, Resolution};
-use pretext_models::{Backbone, MlpHead};
+use pretext_models::{Backbone, HeadSpec, MlpHead};
 use tch::{Device, Tensor};
 
 use super::{check_views, embed, momentum_copy, specs, Method, MethodError, Momentum, OptimizerDefaults, Range, Recipe, StepCtx};
@@ -63,6 +63,9 @@ impl Byol {
 
 impl Method for Byol {
     super::student_accessors!("byol", teacher);
+    fn heads(&self) -> Vec<(String, HeadSpec)> {
+        vec![("projection_head".into(), HeadSpec::Mlp(self.proj.clone())), ("prediction_head".into(), HeadSpec::Mlp(self.pred.clone()))]
+    }
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("byol", views, 2)?;
         let online = |x: &Tensor| {

@@ -9,10 +9,10 @@
 //! `freeze_last_layer` epochs, EMA teacher and center updated after the step.
 
 use pretext_data::augment::{Pipeline, Resolution};
-use pretext_models::{Act, Backbone, HeadBlock, Init, MlpHead, ParamKind, ParamSpec};
+use pretext_models::{Backbone, HeadSpec, MlpHead};
 use tch::{Device, Kind, Tensor};
 
-use super::{at_side, check_views, momentum_copy, multi_crop, Method, MethodError, Momentum, OptimizerDefaults, Range, Recipe, StepCtx};
+use super::{at_side, check_views, momentum_copy, multi_crop, specs, Method, MethodError, Momentum, OptimizerDefaults, Range, Recipe, StepCtx};
 use crate::backend::{Params, TchOps};
 use crate::{loss, schedule};
 
@@ -56,42 +56,12 @@ impl Recipe for Config {
     }
 }
 
-/// The DINO head: 3-layer MLP (GELU) to a bottleneck, L2 normalisation, then a
-/// weight-normalised linear layer with its norm fixed to 1 (`norm_last_layer=True`).
-pub struct DinoHead {
-    pub mlp: MlpHead,
-    pub last: String,
-    pub out_dim: i64,
-    pub bottleneck: i64,
-}
-
-impl DinoHead {
-    pub fn new(path: &str, input: i64, hidden: i64, bottleneck: i64, out_dim: i64) -> Self {
-        let mlp = MlpHead::new(path, vec![
-            HeadBlock::new(input, hidden, None, Some(Act::Gelu)),
-            HeadBlock::new(hidden, hidden, None, Some(Act::Gelu)),
-            HeadBlock::new(hidden, bottleneck, None, None),
-        ]);
-        Self { mlp, last: format!("{path}.last_layer.weight"), out_dim, bottleneck }
-    }
-    pub fn params(&self) -> Vec<ParamSpec> {
-        let mut p = self.mlp.params();
-        p.push(ParamSpec::new(&self.last, &[self.out_dim, self.bottleneck], Init::UniformFanIn { fan_in: self.bottleneck }, ParamKind::Weight));
-        p
-    }
-    /// # Shapes
-    /// (N, input) -> (N, out_dim)
-    pub fn forward(&self, params: &Params, x: &Tensor) -> Tensor {
-        let h = self.mlp.forward(&mut TchOps::new(params, true), x);
-        let h = loss::l2_normalize(&h);
-        let w = params.get(&self.last).expect("DINO last layer");
-        h.linear::<Tensor>(&loss::l2_normalize(w), None)
-    }
-}
+/// The checkpoint name of the head's weight-normalised last layer (frozen in the first epochs).
+const LAST_LAYER: &str = "projection_head.last_layer.weight";
 
 pub struct Dino {
     backbone: Backbone,
-    head: DinoHead,
+    head: MlpHead,
     params: Params,
     teacher: Params,
     pub center: Tensor,
@@ -101,9 +71,8 @@ pub struct Dino {
 
 impl Dino {
     pub fn new(c: &Config, backbone: Backbone, device: Device) -> Self {
-        let head = DinoHead::new("projection_head", backbone.embed_dim(), c.proj_hidden.max(c.dino_bottleneck), c.dino_bottleneck, c.dino_out);
-        let mut s = backbone.params();
-        s.extend(head.params());
+        let head = MlpHead::dino("projection_head", backbone.embed_dim(), c.proj_hidden.max(c.dino_bottleneck), c.dino_bottleneck, c.dino_out);
+        let s = specs(&backbone, &[&head]);
         let params = Params::new(s.clone(), device);
         params.use_channels_last();
         let teacher = momentum_copy(&params, s, device);
@@ -115,14 +84,18 @@ impl Dino {
         // Views of one size go through the backbone together (DINO's MultiCropWrapper);
         // a ViT runs local crops at their resolution with resampled position embeddings.
         multi_crop(views, |x| {
-            let f = at_side(&self.backbone, x.size()[3]).forward_features(&mut TchOps::new(params, true), x);
-            self.head.forward(params, &f)
+            let mut o = TchOps::new(params, true);
+            let f = at_side(&self.backbone, x.size()[3]).forward_features(&mut o, x);
+            self.head.forward(&mut o, &f)
         })
     }
 }
 
 impl Method for Dino {
     super::student_accessors!("dino", teacher);
+    fn heads(&self) -> Vec<(String, HeadSpec)> {
+        vec![("projection_head".into(), HeadSpec::Mlp(self.head.clone()))]
+    }
     fn loss(&mut self, views: &[Tensor], ctx: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("dino", views, 2)?;
         let t = tch::no_grad(|| self.forward(&self.teacher, &views[..2]));
@@ -136,7 +109,7 @@ impl Method for Dino {
         // The DINO repo keeps the output layer fixed during the first epoch(s) (`--freeze_last_layer`,
         // `cancel_gradients_last_layer`): its help text says that doing so typically helps training.
         if ctx.epoch < self.c.freeze_last_layer {
-            vec![self.head.last.clone()]
+            vec![LAST_LAYER.to_string()]
         } else {
             vec![]
         }

@@ -4,7 +4,7 @@
 //! decoder; the loss counts masked patches only.
 
 use pretext_data::augment::{Pipeline, Resolution};
-use pretext_models::{Backbone, Init, ParamKind, ParamSpec, Vit, VitConfig};
+use pretext_models::{Backbone, HeadSpec, MaeDecoder, Vit};
 use tch::{Device, Kind, Tensor};
 
 use super::{check_views, ConfigError, Method, MethodError, OptimizerDefaults, Range, Recipe, StepCtx};
@@ -61,9 +61,9 @@ pub struct Mae {
     pub next_noise: Option<Tensor>,
     backbone: Backbone,
     vit: Vit,
-    decoder: Vit,
+    /// The decoder, its tensors under `decoder.` in the one student store.
+    decoder: MaeDecoder,
     params: Params,
-    dec: Params,
     mask_ratio: f64,
 }
 
@@ -99,21 +99,11 @@ impl Mae {
             Backbone::Vit(v) => v.clone(),
             _ => return Err(MethodError::Backbone { method: "mae".into(), need: "ViT" }),
         };
-        let vc = &vit.config;
-        let dcfg = VitConfig { embed_dim: c.decoder_dim, depth: c.decoder_depth, num_heads: c.decoder_heads, num_classes: None, ..vc.clone() };
-        let decoder = Vit::new(dcfg);
-        let n = vc.grid() * vc.grid();
-        let mut ds: Vec<ParamSpec> = decoder.params().into_iter().filter(|s| s.name.starts_with("blocks.") || s.name.starts_with("norm.")).collect();
-        let (d, dd, pp) = (vc.embed_dim, c.decoder_dim, vc.patch_size * vc.patch_size * 3);
-        ds.push(ParamSpec::new("decoder_embed.weight", &[dd, d], Init::XavierUniform { fan_in: d, fan_out: dd }, ParamKind::Weight));
-        ds.push(ParamSpec::new("decoder_embed.bias", &[dd], Init::Zeros, ParamKind::NoDecay));
-        ds.push(ParamSpec::new("mask_token", &[1, 1, dd], Init::Normal { std: 0.02 }, ParamKind::NoDecay));
-        ds.push(ParamSpec::new("decoder_pos_embed", &[1, n + 1, dd], Init::TruncNormal { std: 0.02 }, ParamKind::NoDecay));
-        ds.push(ParamSpec::new("decoder_pred.weight", &[pp, dd], Init::XavierUniform { fan_in: dd, fan_out: pp }, ParamKind::Weight));
-        ds.push(ParamSpec::new("decoder_pred.bias", &[pp], Init::Zeros, ParamKind::NoDecay));
-        let params = Params::new(backbone.params(), device);
-        let dec = Params::new(ds, device);
-        Ok(Self { next_noise: None, backbone, vit, decoder, params, dec, mask_ratio: c.mask_ratio })
+        let decoder = MaeDecoder::new("decoder", &vit.config, c.decoder_dim, c.decoder_depth, c.decoder_heads, c.mask_ratio);
+        let mut specs = backbone.params();
+        specs.extend(decoder.params());
+        let params = Params::new(specs, device);
+        Ok(Self { next_noise: None, backbone, vit, decoder, params, mask_ratio: c.mask_ratio })
     }
 
     /// Loss and mask for one batch of images, with fresh random masks.
@@ -123,27 +113,12 @@ impl Mae {
 
     /// Loss and mask; `noise` (B, N) fixes the masking (the lowest values are kept).
     pub fn forward_loss_with(&self, x: &Tensor, noise: Option<&Tensor>) -> (Tensor, Tensor) {
-        let mut o = TchOps::new(&self.params, true);
-        let tokens = self.vit.embed_patches(&mut o, x);
-        let (b, n, d) = tokens.size3().expect("tokens are (B, N, D)");
+        let (b, n) = (x.size()[0], self.decoder.num_patches());
         let (ids_keep, ids_restore, mask) = match noise {
             Some(z) => masking_from_noise(z, self.mask_ratio),
             None => random_masking(b, n, self.mask_ratio, x.device()),
         };
-        let keep = ids_keep.size()[1];
-        let vis = tokens.gather(1, &ids_keep.unsqueeze(-1).expand([b, keep, d], false), false);
-        let cls = self.vit.cls_token(&mut o, &vis);
-        let enc = self.vit.forward_blocks(&mut o, &Tensor::cat(&[cls, vis], 1));
-        // Decoder: embed, append mask tokens, unshuffle, add positions.
-        let dp = |k: &str| self.dec.get(k).expect("decoder tensor").shallow_clone();
-        let h = enc.linear(&dp("decoder_embed.weight"), Some(dp("decoder_embed.bias")));
-        let dd = h.size()[2];
-        let masks = dp("mask_token").expand([b, n - keep, dd], false);
-        let seq = Tensor::cat(&[h.narrow(1, 1, keep), masks], 1);
-        let seq = seq.gather(1, &ids_restore.unsqueeze(-1).expand([b, n, dd], false), false);
-        let seq = Tensor::cat(&[h.narrow(1, 0, 1), seq], 1) + dp("decoder_pos_embed");
-        let seq = self.decoder.forward_blocks(&mut TchOps::new(&self.dec, true), &seq);
-        let pred = seq.linear(&dp("decoder_pred.weight"), Some(dp("decoder_pred.bias"))).narrow(1, 1, n);
+        let pred = self.decoder.forward(&mut TchOps::new(&self.params, true), &self.vit, x, &ids_keep, &ids_restore);
         let target = patchify(x, self.vit.config.patch_size);
         (loss::mae(&pred, &target, &mask, true), mask)
     }
@@ -157,7 +132,10 @@ impl Method for Mae {
         &self.backbone
     }
     fn students(&self) -> Vec<(&'static str, &Params)> {
-        vec![("", &self.params), ("decoder.", &self.dec)]
+        vec![("", &self.params)]
+    }
+    fn heads(&self) -> Vec<(String, HeadSpec)> {
+        vec![("decoder".into(), HeadSpec::MaeDecoder(self.decoder.clone()))]
     }
     fn set_mask_noise(&mut self, noise: Tensor) {
         self.next_noise = Some(noise);
@@ -172,6 +150,7 @@ impl Method for Mae {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pretext_models::VitConfig;
 
     #[test]
     fn masking_keeps_exactly_the_ratio_and_restores_order() {

@@ -10,7 +10,7 @@
 //! momentum follows lightly's cosine schedule `tau -> 1` (the repo keeps 0.999).
 
 use pretext_data::augment::{Pipeline, Resolution};
-use pretext_models::{Act, Backbone, HeadBlock, MlpHead};
+use pretext_models::{Act, Backbone, HeadSpec, HeadBlock, MlpHead};
 use tch::{Device, Tensor};
 
 use super::{check_views, embed, momentum_copy, specs, Method, MethodError, Momentum, OptimizerDefaults, Queue, Range, Recipe, StepCtx};
@@ -73,6 +73,9 @@ impl MocoV2 {
 
 impl Method for MocoV2 {
     super::student_accessors!("moco_v2", teacher);
+    fn heads(&self) -> Vec<(String, HeadSpec)> {
+        vec![("projection_head".into(), HeadSpec::Mlp(self.proj.clone()))]
+    }
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("moco_v2", views, 2)?;
         let q = embed(&self.backbone, &self.proj, &self.params, &views[0]);

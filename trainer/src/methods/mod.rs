@@ -154,7 +154,7 @@ use std::any::Any;
 use std::fmt;
 
 use pretext_data::augment::{Pipeline, Resolution};
-use pretext_models::{Backbone, MlpHead, ParamKind, ParamSpec, Vit};
+use pretext_models::{Backbone, HeadSpec, MlpHead, ParamKind, ParamSpec, Vit};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -582,6 +582,11 @@ pub trait Method {
     /// Trainable stores with the prefix their tensors carry in checkpoints.
     /// The first holds the backbone under its plain names.
     fn students(&self) -> Vec<(&'static str, &Params)>;
+    /// The student's heads by export name, which is also their tensors'
+    /// prefix in the student store (`projection_head`, `decoder`). Written to
+    /// every checkpoint's `pretext.heads`; `pretext export --with-head NAME`
+    /// rebuilds a head from it, so every head the method trains is listed.
+    fn heads(&self) -> Vec<(String, HeadSpec)>;
     /// The momentum teacher, if any (same names as the student's).
     fn teacher(&self) -> Option<&Params> {
         None

@@ -3,7 +3,7 @@
 //! `2B` projections of the batch.
 
 use pretext_data::augment::{Pipeline, Resolution};
-use pretext_models::{Backbone, MlpHead};
+use pretext_models::{Backbone, HeadSpec, MlpHead};
 use tch::{Device, Tensor};
 
 use super::{check_views, embed, specs, Method, MethodError, OptimizerDefaults, Range, Recipe, StepCtx};
@@ -53,6 +53,9 @@ impl SimClr {
 
 impl Method for SimClr {
     super::student_accessors!("simclr");
+    fn heads(&self) -> Vec<(String, HeadSpec)> {
+        vec![("projection_head".into(), HeadSpec::Mlp(self.head.clone()))]
+    }
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("simclr", views, 2)?;
         // One forward per view, as lightly's example: BatchNorm statistics per view.
