@@ -142,7 +142,8 @@ fn extract_simclr_projection_head_matches_lightly() {
     assert!(ok && out.contains("after 2 steps"), "{out}");
     let ck = run.join("checkpoint.safetensors");
     let onnx = dir.path().join("simclr.onnx");
-    let (ok, out) = pretext(&["export", s(&ck), "-o", s(&onnx), "--arch", "resnet18-cifar", "--prefix", "student.", "--with-head", "student.projection_head"]);
+    // The run's checkpoint names its architecture, prefix and heads: no --arch or --prefix.
+    let (ok, out) = pretext(&["export", s(&ck), "-o", s(&onnx), "--with-head", "projection_head"]);
     assert!(ok, "{out}");
     let imgs: Vec<PathBuf> = (0..3).map(|i| data.join(format!("train/{}/{i:03}.png", ["a", "b"][i % 2]))).collect();
     let mut args = vec!["extract", s(&onnx)];
@@ -150,7 +151,7 @@ fn extract_simclr_projection_head_matches_lightly() {
     let (feats, head) = (dir.path().join("features.npy"), dir.path().join("head.npy"));
     let (ok, out) = pretext(&[&args[..], &["-o", s(&feats)]].concat());
     assert!(ok, "{out}");
-    let (ok, out) = pretext(&[&args[..], &["-o", s(&head), "--output", "student_projection_head"]].concat());
+    let (ok, out) = pretext(&[&args[..], &["-o", s(&head), "--output", "projection_head"]].concat());
     assert!(ok, "{out}");
 
     // lightly's SimCLRProjectionHead with the run's head weights (strict load: the

@@ -142,6 +142,26 @@ impl MlpHead {
         join(&self.path, name)
     }
 
+    /// Heads run one after the other, as one head over the features (BYOL's
+    /// and SimSiam's predictor runs on the projector's output): the result has
+    /// an empty path and each layer's name carries its own head's path, so
+    /// the tensors keep their names.
+    pub fn chain(heads: &[&MlpHead]) -> MlpHead {
+        let layers = heads
+            .iter()
+            .flat_map(|h| {
+                h.layers.iter().map(move |l| {
+                    let mut l = l.clone();
+                    match &mut l {
+                        Layer::Linear { name, .. } | Layer::WeightNormLinear { name, .. } | Layer::Norm { name, .. } | Layer::Act { name, .. } | Layer::L2Normalize { name } => *name = h.at(name),
+                    }
+                    l
+                })
+            })
+            .collect();
+        MlpHead { path: String::new(), layers }
+    }
+
     pub fn out_dim(&self) -> i64 {
         self.layers
             .iter()

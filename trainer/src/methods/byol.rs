@@ -64,7 +64,7 @@ impl Byol {
 impl Method for Byol {
     super::student_accessors!("byol", teacher);
     fn heads(&self) -> Vec<(String, HeadSpec)> {
-        vec![("projection_head".into(), HeadSpec::Mlp(self.proj.clone())), ("prediction_head".into(), HeadSpec::Mlp(self.pred.clone()))]
+        vec![("projection_head".into(), HeadSpec::Mlp(self.proj.clone())), ("prediction_head".into(), HeadSpec::Mlp(MlpHead::chain(&[&self.proj, &self.pred])))]
     }
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("byol", views, 2)?;

@@ -66,7 +66,7 @@ impl SimSiam {
 impl Method for SimSiam {
     super::student_accessors!("simsiam");
     fn heads(&self) -> Vec<(String, HeadSpec)> {
-        vec![("projection_head".into(), HeadSpec::Mlp(self.proj.clone())), ("prediction_head".into(), HeadSpec::Mlp(self.pred.clone()))]
+        vec![("projection_head".into(), HeadSpec::Mlp(self.proj.clone())), ("prediction_head".into(), HeadSpec::Mlp(MlpHead::chain(&[&self.proj, &self.pred])))]
     }
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("simsiam", views, 2)?;
