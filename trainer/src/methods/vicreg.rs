@@ -9,36 +9,45 @@
 //! (lambda 25, mu 25, nu 1, eps 1e-4, covariance term divided by the dim),
 //! which follow facebookresearch/vicreg `main_vicreg.py`.
 
-use pretext_models::{Act, Backbone, HeadBlock, MlpHead, Norm};
+use pretext_data::augment::{Pipeline, Resolution};
+use pretext_models::{Act, Backbone, HeadBlock, HeadSpec, MlpHead, Norm};
 use tch::{Device, Tensor};
 
-use super::{check_views, embed, specs, Method, MethodConfig, MethodError, StepCtx};
+use super::{check_views, embed, specs, Method, MethodError, OptimizerDefaults, Range, Recipe, StepCtx};
 use crate::backend::Params;
 use crate::loss;
-use crate::optim::OptimizerKind;
 
-/// Invariance, variance and covariance weights and the std epsilon: the paper's lambda = mu = 25,
-/// nu = 1, eps = 1e-4 (lightly's defaults).
-pub const LAMBDA: f64 = 25.0;
-pub const MU: f64 = 25.0;
-pub const NU: f64 = 1.0;
-pub const EPS: f64 = 1e-4;
-/// Expander width as a multiple of the backbone's embed dim: 8192 for ResNet-50's 2048 in the
-/// paper (two Linear-BN-ReLU layers and a third Linear, all 8192 wide), capped there.
-pub const PROJ_RATIO: i64 = 4;
-pub const PROJ_MAX: i64 = 8192;
-/// Augmentations: the paper follows BYOL's (blur and solarization probabilities differ between
-/// the two views), so the `byol` preset of `pretext_data::augment::Pipeline`.
-pub const AUGMENT_PRESET: &str = "byol";
-/// The paper trains with LARS (base lr 0.2 x batch / 256, wd 1e-6, batch 2048); for short CPU
-/// runs at batch 64 we use SGD with the other ResNet methods' settings (momentum 0.9, lr 0.06, wd 5e-4).
-pub const OPTIMIZER: OptimizerKind = OptimizerKind::Sgd;
-pub const LR: f64 = 0.06;
-pub const WEIGHT_DECAY: f64 = 5e-4;
+super::method! {
+    name: "vicreg", aliases: [],
+    summary: "VICReg: invariance, variance and covariance terms on two views' embeddings (Bardes et al. 2022)",
+    reference: "lightly `VICRegProjectionHead` (3 layers), `VICRegLoss` (25/25/1, eps 1e-4); facebookresearch/vicreg `main_vicreg.py`",
+    // The papers train with LARS at batch 2048; for short CPU runs at batch 64 the other ResNet
+    // methods' SGD settings (momentum 0.9, lr 0.06, wd 5e-4).
+    optimizer: OptimizerDefaults::SGD,
+    config(d) {
+        /// Hidden width of the projector (8192 for ResNet-50's 2048 in the paper: 4x the embed dim, capped).
+        proj_hidden: i64 = (4 * d).clamp(64, 8192), Range::at_least(1.0);
+        /// Output dim of the projector.
+        proj_out: i64 = (4 * d).clamp(64, 8192), Range::at_least(1.0);
+        /// Weight of the invariance (MSE) term.
+        lambda: f64 = 25.0, Range::at_least(0.0);
+        /// Weight of the variance term.
+        mu: f64 = 25.0, Range::at_least(0.0);
+        /// Weight of the covariance term.
+        nu: f64 = 1.0, Range::at_least(0.0);
+        /// Epsilon inside the standard deviation of the variance term.
+        eps: f64 = 1e-4, Range::positive();
+    }
+}
 
-/// The expander width for a backbone of `embed_dim` features.
-pub fn proj_dim(embed_dim: i64) -> i64 {
-    (embed_dim * PROJ_RATIO).clamp(64, PROJ_MAX)
+impl Recipe for Config {
+    fn pipeline(&self, res: Resolution, size: usize) -> Pipeline {
+        // The paper uses BYOL's augmentations (blur and solarization differ between the two views).
+        Pipeline::byol(res, size)
+    }
+    fn build(&self, backbone: Backbone, device: Device) -> Result<Box<dyn Method>, MethodError> {
+        Ok(Box::new(Vicreg::new(self, backbone, device)))
+    }
 }
 
 /// lightly's `VICRegProjectionHead` at num_layers=3: Linear-BN-ReLU, Linear-BN-ReLU, Linear
@@ -55,24 +64,28 @@ pub struct Vicreg {
     backbone: Backbone,
     head: MlpHead,
     params: Params,
+    c: Config,
 }
 
 impl Vicreg {
-    pub fn new(c: &MethodConfig, backbone: Backbone, device: Device) -> Self {
+    pub fn new(c: &Config, backbone: Backbone, device: Device) -> Self {
         let head = projector("projection_head", backbone.embed_dim(), c.proj_hidden, c.proj_out);
         let params = Params::new(specs(&backbone, &[&head]), device);
         params.use_channels_last();
-        Self { backbone, head, params }
+        Self { backbone, head, params, c: c.clone() }
     }
 }
 
 impl Method for Vicreg {
     super::student_accessors!("vicreg");
+    fn heads(&self) -> Vec<(String, HeadSpec)> {
+        vec![("projection_head".into(), HeadSpec::Mlp(self.head.clone()))]
+    }
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("vicreg", views, 2)?;
-        // One forward per view, as lightly's example and the repo: BatchNorm statistics per view.
+        // One forward per view (lightly's example and the repo): BatchNorm statistics per view.
         let z0 = embed(&self.backbone, &self.head, &self.params, &views[0]);
         let z1 = embed(&self.backbone, &self.head, &self.params, &views[1]);
-        Ok(loss::vicreg(&z0, &z1, LAMBDA, MU, NU, EPS))
+        Ok(loss::vicreg(&z0, &z1, self.c.lambda, self.c.mu, self.c.nu, self.c.eps))
     }
 }
