@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Short CPU learning curves on CIFAR-10 for DINO, MAE, MoCo v2 and SimSiam
+# Short CPU learning curves on CIFAR-10 for DINO, MAE, MoCo v2, SimSiam,
+# Barlow Twins and VICReg
 # (docs/results.md, "Learning curves"): one run at a time, one libtorch thread,
 # k-NN (k=20 T=0.07 and k=200 T=0.1) on the 10,000 test images against a
 # 10,000-image strided train gallery at the start (random init), mid-run and
 # the end; then one k-NN-vs-minutes PNG per k-NN setting.
 #
 #   bash benches/learning_curves.sh [PRETEXT_BIN] [RUN_ROOT]
+#   ONLY="barlow_twins vicreg" bash benches/learning_curves.sh   (only these runs, no PNGs)
 set -euo pipefail
 BIN=${1:-target/debug/pretext}
 ROOT=${2:-runs/curves}
@@ -13,8 +15,10 @@ DATA=${DATA:-/work/shared/data/cifar10-jpg.tar.gz}
 export RAYON_NUM_THREADS=1
 common=(--data "$DATA" --threads 1 --quiet --knn-train 10000 --seed 0)
 resnet=(--backbone resnet18-cifar --width 16 --batch-size 64)
+ONLY=${ONLY:-}
 run() {
     local name=$1; shift
+    if [[ -n $ONLY && " $ONLY " != *" $name "* ]]; then return; fi
     echo "== $name: $* (load: $(cut -d' ' -f1-3 /proc/loadavg))"
     local t0=$SECONDS
     "$BIN" train "${common[@]}" --out "$ROOT/$name" "$@"
@@ -35,5 +39,11 @@ run mae --method mae --backbone vit-tiny-cifar --depth 4 --batch-size 64 --limit
 # k-NN at the start and the end only.
 run mae_50k --method mae --backbone vit-tiny-cifar --depth 4 --batch-size 64 --epochs 1 --knn-every 1 --lr 1e-3 --warmup-epochs 0.1 --weight-decay 0.05 --max-minutes 7
 run mae_50k_lr2.5e-4 --method mae --backbone vit-tiny-cifar --depth 4 --batch-size 64 --epochs 1 --knn-every 1 --lr 2.5e-4 --warmup-epochs 0.1 --weight-decay 0.05 --max-minutes 7
+# Barlow Twins and VICReg (2 views, one 4x-wide projector each): the MoCo/SimSiam budget.
+run barlow_twins --method barlow_twins "${resnet[@]}" --epochs 1 --knn-every 0.5 --lr 0.06 --max-minutes 7
+run vicreg --method vicreg "${resnet[@]}" --epochs 1 --knn-every 0.5 --lr 0.06 --max-minutes 7
+# The PNGs need every run dir, so they are drawn on full runs only.
+[[ -n $ONLY ]] && exit 0
 cargo run -q -p pretext-trainer --example knn_curves -- benches/results/learning_curves \
-    dino="$ROOT/dino" mae="$ROOT/mae" mae_50k="$ROOT/mae_50k" moco_v2="$ROOT/moco_v2" simsiam="$ROOT/simsiam"
+    dino="$ROOT/dino" mae="$ROOT/mae" mae_50k="$ROOT/mae_50k" moco_v2="$ROOT/moco_v2" simsiam="$ROOT/simsiam" \
+    barlow_twins="$ROOT/barlow_twins" vicreg="$ROOT/vicreg"

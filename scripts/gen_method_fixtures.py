@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Step-equivalence fixtures for the trainer's six methods.
+"""Step-equivalence fixtures for the trainer's methods.
 
 For each method at a tiny config, writes trainer/tests/fixtures/<method>.safetensors:
   init.<name>           student weights/buffers before the step
@@ -19,11 +19,18 @@ reference repos' code (MoCo's builder.py: key encoder updated before the keys
 are computed; DINO's main_dino.py: per-epoch teacher temperature, last layer
 frozen in the first epoch; MAE), on a torchvision-named ResNet / timm ViT.
 
-Run: .venv/bin/python scripts/gen_method_fixtures.py   (needs torch, timm, lightly, safetensors)
+Barlow Twins and VICReg use lightly's BarlowTwinsProjectionHead / BarlowTwinsLoss
+and VICRegProjectionHead / VICRegLoss at their default hyper-parameters.
+
+Run: .venv/bin/python scripts/gen_method_fixtures.py [NAME ...]   (needs torch, timm, lightly, safetensors)
+With no NAME, writes every fixture; otherwise only the named ones among
+barlow_twins, vicreg, augment_ops (each seeds its own RNG, so the others'
+bytes do not change), or `base` for the first six methods and DINO's epoch 2.
 """
 import json
 import math
 import os
+import sys
 from functools import partial
 
 import torch
@@ -31,8 +38,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from lightly.loss import DINOLoss, NegativeCosineSimilarity, NTXentLoss
-from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
+from lightly.loss import BarlowTwinsLoss, DINOLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
+from lightly.models.modules import BarlowTwinsProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead
+from lightly.models.modules.heads import VICRegProjectionHead
 from timm.models.vision_transformer import Block, VisionTransformer
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "trainer", "tests", "fixtures")
@@ -121,12 +129,12 @@ def cosine(step, total, start, end):
 
 
 def run(method, student, loss_fn, views, teacher=None, state_init=None, state_after=None, extra_meta=None, noise=None,
-        step=0, epoch=0, ema_before=False, frozen=(), teacher_offset=0.0):
+        step=0, epoch=0, ema_before=False, frozen=(), teacher_offset=0.0, lr=LR):
     """One step: loss, backward, grad norms, cancel the grads of `frozen` (DINO's
     cancel_gradients_last_layer), SGD (no wd on norms/biases), EMA after the step
     (unless `ema_before`: the loss function did it, as MoCo); then `state_after()`
     gives the loss state after the step (queue, center). `teacher_offset` > 0 starts
-    the teacher away from the student (its float tensors + offset * randn)."""
+    the teacher away from the student (its float tensors + offset * randn). `lr`: the SGD lr."""
     init = {f"init.{k}": v.detach().clone() for k, v in student.state_dict().items()}
     if teacher is not None:
         teacher.load_state_dict({k: v for k, v in student.state_dict().items() if k in teacher.state_dict()})
@@ -142,7 +150,7 @@ def run(method, student, loss_fn, views, teacher=None, state_init=None, state_af
             {"params": [p for n, p in params.items() if decays(n, p)], "weight_decay": WD},
             {"params": [p for n, p in params.items() if not decays(n, p)], "weight_decay": 0.0},
         ],
-        lr=LR,
+        lr=lr,
         momentum=MOMENTUM,
     )
     loss = loss_fn()
@@ -180,7 +188,7 @@ def run(method, student, loss_fn, views, teacher=None, state_init=None, state_af
         "loss": repr(float(loss.detach())),
         "grad_norms": json.dumps({g: math.sqrt(v) for g, v in groups.items()}),
         "grad_norms_per_tensor": json.dumps(per),
-        "lr": repr(LR), "momentum": repr(MOMENTUM), "weight_decay": repr(WD), "total_steps": str(TOTAL_STEPS),
+        "lr": repr(lr), "momentum": repr(MOMENTUM), "weight_decay": repr(WD), "total_steps": str(TOTAL_STEPS),
         "step": str(step), "epoch": str(epoch), "frozen": json.dumps(list(frozen)),
         "config": json.dumps(extra_meta or {}),
     }
@@ -423,6 +431,39 @@ def augment_ops():
     print("augment_ops: written")
 
 
+def two_view_head(method, seed, head, loss, lr=LR):
+    """A method with one projection head and a symmetric loss of the two views' projections,
+    one forward per view (lightly's Barlow Twins and VICReg examples)."""
+    torch.manual_seed(seed)
+    D, H, O = WIDTH * 8, 32, 16
+    m = Net({"projection_head": head(D, H, O)}).train()
+    x = views(2)
+    run(method, m, lambda: loss(m.projection_head(m.backbone(x[0])), m.projection_head(m.backbone(x[1]))), x,
+        extra_meta={"proj_hidden": H, "proj_out": O}, lr=lr)
+
+
+def barlow_twins():
+    # lambda 5e-3 (the paper's); projector Linear-BN-ReLU, Linear-BN-ReLU, Linear (bias on the last only).
+    # lr 0.01: the loss sums D^2 terms, its gradients here are ~25x SimCLR's (backbone norm 830), and at
+    # lr 0.1 one step moves conv1 by far more than its init, leaving only float32 rounding to compare.
+    two_view_head("barlow_twins", 8, BarlowTwinsProjectionHead, BarlowTwinsLoss(lambda_param=5e-3, gather_distributed=False), lr=0.01)
+
+
+def vicreg():
+    loss = VICRegLoss(lambda_param=25.0, mu_param=25.0, nu_param=1.0, eps=1e-4, gather_distributed=False)
+    two_view_head("vicreg", 9, lambda d, h, o: VICRegProjectionHead(d, h, o, num_layers=3), loss)
+
+
+EXTRA = {"barlow_twins": barlow_twins, "vicreg": vicreg, "augment_ops": augment_ops}
+
+
 if __name__ == "__main__":
-    main()
-    augment_ops()
+    names = sys.argv[1:]
+    unknown = [n for n in names if n != "base" and n not in EXTRA]
+    if unknown:
+        sys.exit(f"unknown fixture(s) {unknown}: expected base, {', '.join(EXTRA)}")
+    if not names or "base" in names:
+        main()
+    for n, gen in EXTRA.items():
+        if not names or n in names:
+            gen()

@@ -107,6 +107,14 @@ fn dino_run_exports_its_heads() {
     export_run("dino", &["--backbone", "resnet18-cifar", "--width", "8", "--n-local", "2"]);
 }
 #[test]
+fn barlow_twins_run_exports_its_heads() {
+    export_run("barlow_twins", RESNET);
+}
+#[test]
+fn vicreg_run_exports_its_heads() {
+    export_run("vicreg", RESNET);
+}
+#[test]
 fn mae_run_exports_its_decoder() {
     export_run("mae", &["--backbone", "vit-tiny-cifar", "--depth", "1"]);
 }

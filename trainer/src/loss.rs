@@ -112,6 +112,54 @@ pub fn mae(pred: &Tensor, target: &Tensor, mask: &Tensor, norm_pix: bool) -> Ten
     (per_patch * mask).sum(Kind::Float) / mask.sum(Kind::Float)
 }
 
+/// Each column standardised over the batch: `(z - mean) / sqrt(var + 1e-5)`,
+/// biased variance (`F.batch_norm(z, None, None, training=True)`, as lightly).
+fn standardize_columns(z: &Tensor) -> Tensor {
+    let mean = z.mean_dim([0i64].as_slice(), true, Kind::Float);
+    let var = z.var_dim([0i64].as_slice(), false, true);
+    (z - mean) / (var + 1e-5).sqrt()
+}
+
+/// The `D x D` matrix `x` with its diagonal set to zero.
+fn off_diagonal(x: &Tensor) -> Tensor {
+    let d = x.size()[0];
+    x * (1.0 - Tensor::eye(d, (Kind::Float, x.device())))
+}
+
+/// Barlow Twins (Zbontar et al. 2021, alg. 1; lightly's `BarlowTwinsLoss`):
+/// the cross-correlation `C = z_a^T z_b / N` of the batch-standardised
+/// projections is pushed to the identity,
+/// `sum_i (1 - C_ii)^2 + lambda * sum_{i != j} C_ij^2`.
+///
+/// # Shapes
+/// z_a, z_b: (N, D) -> scalar
+pub fn barlow_twins(z_a: &Tensor, z_b: &Tensor, lambda: f64) -> Tensor {
+    let n = z_a.size()[0];
+    let c = standardize_columns(z_a).tr().matmul(&standardize_columns(z_b)) / n as f64;
+    let on_diag = (c.diagonal(0, 0, 1) - 1.0).square().sum(Kind::Float);
+    on_diag + off_diagonal(&c).square().sum(Kind::Float) * lambda
+}
+
+/// VICReg (Bardes et al. 2022, eqs. 1-6; lightly's `VICRegLoss`):
+/// `lambda * mse(z_a, z_b) + mu * (v(z_a) + v(z_b)) / 2 + nu * (c(z_a) + c(z_b))`,
+/// with the hinge on the per-dimension std `v(z) = mean_j relu(1 - sqrt(var_j + eps))`
+/// (unbiased variance) and the covariance term
+/// `c(z) = sum_{i != j} Cov(z)_ij^2 / D` (covariance with `N - 1`).
+///
+/// # Shapes
+/// z_a, z_b: (N, D), N > 1 -> scalar
+pub fn vicreg(z_a: &Tensor, z_b: &Tensor, lambda: f64, mu: f64, nu: f64, eps: f64) -> Tensor {
+    let invariance = (z_a - z_b).square().mean(Kind::Float);
+    let variance = |z: &Tensor| (-(z.var_dim([0i64].as_slice(), true, false) + eps).sqrt() + 1.0).relu().mean(Kind::Float);
+    let covariance = |z: &Tensor| {
+        let (n, d) = (z.size()[0], z.size()[1]);
+        let zc = z - z.mean_dim([0i64].as_slice(), true, Kind::Float);
+        let cov = zc.tr().matmul(&zc) / (n - 1) as f64;
+        off_diagonal(&cov).square().sum(Kind::Float) / d as f64
+    };
+    invariance * lambda + (variance(z_a) + variance(z_b)) * (0.5 * mu) + (covariance(z_a) + covariance(z_b)) * nu
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +270,121 @@ mod tests {
         let z = (&row - row.mean(Kind::Float)) / std;
         let pred3 = Tensor::cat(&[z.reshape([1, 1, 4]), Tensor::zeros([1, 1, 4], (Kind::Float, Device::Cpu))], 1);
         assert!(f(&mae(&pred3, &target, &mask, true)).abs() < 1e-10);
+    }
+
+    /// Barlow Twins from its definition, one matrix entry at a time.
+    fn barlow_twins_naive(a: &Tensor, b: &Tensor, lambda: f64) -> f64 {
+        let (n, d) = (a.size()[0], a.size()[1]);
+        let col = |z: &Tensor, j: i64| -> Vec<f64> {
+            let v: Vec<f64> = (0..n).map(|i| z.double_value(&[i, j])).collect();
+            let m = v.iter().sum::<f64>() / n as f64;
+            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n as f64;
+            v.iter().map(|x| (x - m) / (var + 1e-5).sqrt()).collect()
+        };
+        let mut loss = 0.0;
+        for i in 0..d {
+            for j in 0..d {
+                let c = col(a, i).iter().zip(col(b, j)).map(|(x, y)| x * y).sum::<f64>() / n as f64;
+                loss += if i == j { (1.0 - c).powi(2) } else { lambda * c * c };
+            }
+        }
+        loss
+    }
+
+    #[test]
+    fn barlow_twins_matches_naive_loop_and_is_symmetric() {
+        tch::manual_seed(0);
+        let a = Tensor::randn([7, 5], (Kind::Float, Device::Cpu));
+        let b = Tensor::randn([7, 5], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+        for lambda in [5e-3, 0.5] {
+            let got = f(&barlow_twins(&a, &b, lambda));
+            let want = barlow_twins_naive(&a, &b, lambda);
+            assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "lambda {lambda}: {got} vs {want}");
+            // C(b, a) = C(a, b)^T: same loss.
+            assert!((f(&barlow_twins(&b, &a, lambda)) - got).abs() < 1e-5 * got.abs().max(1.0));
+        }
+    }
+
+    #[test]
+    fn barlow_twins_closed_forms() {
+        // Decorrelated, identical views: columns +-1 in orthogonal sign patterns
+        // (rows of a 4x4 Hadamard matrix without the constant one) give C = I: loss 0
+        // (up to the 1e-5 in the standardisation: C_ii = 1 / (1 + 1e-5)).
+        let h = Tensor::from_slice(&[1.0f32, 1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0]).reshape([4, 3]);
+        let l = f(&barlow_twins(&h, &h, 5e-3));
+        assert!(l.abs() < 1e-9, "{l}");
+        // Anti-correlated views: C = -I, loss = D * (1 - (-1))^2 = 4 D.
+        let l = f(&barlow_twins(&h, &(-&h), 5e-3));
+        assert!((l - 12.0).abs() < 1e-3, "{l}");
+        // Identical columns (total redundancy) in both views: C = all ones,
+        // loss = lambda * (D^2 - D).
+        let z = Tensor::from_slice(&[1.0f32, -2.0, 0.5, 3.0]).reshape([4, 1]).repeat([1, 3]);
+        let l = f(&barlow_twins(&z, &z, 0.1));
+        assert!((l - 0.6).abs() < 1e-4, "{l}");
+    }
+
+    /// VICReg from its definition with scalar loops.
+    fn vicreg_naive(a: &Tensor, b: &Tensor, lambda: f64, mu: f64, nu: f64, eps: f64) -> f64 {
+        let (n, d) = (a.size()[0], a.size()[1]);
+        let at = |z: &Tensor, i: i64, j: i64| z.double_value(&[i, j]);
+        let mut inv = 0.0;
+        for i in 0..n {
+            for j in 0..d {
+                inv += (at(a, i, j) - at(b, i, j)).powi(2);
+            }
+        }
+        inv /= (n * d) as f64;
+        let stats = |z: &Tensor| {
+            let mean: Vec<f64> = (0..d).map(|j| (0..n).map(|i| at(z, i, j)).sum::<f64>() / n as f64).collect();
+            let cov = |p: i64, q: i64| (0..n).map(|i| (at(z, i, p) - mean[p as usize]) * (at(z, i, q) - mean[q as usize])).sum::<f64>() / (n - 1) as f64;
+            let var = (0..d).map(|j| (1.0 - (cov(j, j) + eps).sqrt()).max(0.0)).sum::<f64>() / d as f64;
+            let mut c = 0.0;
+            for p in 0..d {
+                for q in 0..d {
+                    if p != q {
+                        c += cov(p, q).powi(2);
+                    }
+                }
+            }
+            (var, c / d as f64)
+        };
+        let (va, ca) = stats(a);
+        let (vb, cb) = stats(b);
+        lambda * inv + mu * (va + vb) / 2.0 + nu * (ca + cb)
+    }
+
+    #[test]
+    fn vicreg_matches_naive_loop_and_is_symmetric() {
+        tch::manual_seed(1);
+        // Small scale so that the variance hinge is active for some dimensions.
+        let a = Tensor::randn([6, 4], (Kind::Float, Device::Cpu)) * Tensor::from_slice(&[0.3f32, 2.0, 0.8, 1.5]);
+        let b = Tensor::randn([6, 4], (Kind::Float, Device::Cpu));
+        let got = f(&vicreg(&a, &b, 25.0, 25.0, 1.0, 1e-4));
+        let want = vicreg_naive(&a, &b, 25.0, 25.0, 1.0, 1e-4);
+        assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "{got} vs {want}");
+        assert!((f(&vicreg(&b, &a, 25.0, 25.0, 1.0, 1e-4)) - got).abs() < 1e-5 * got.abs().max(1.0));
+        // Each term alone.
+        for (l, m, n) in [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)] {
+            let got = f(&vicreg(&a, &b, l, m, n, 1e-4));
+            let want = vicreg_naive(&a, &b, l, m, n, 1e-4);
+            assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "({l}, {m}, {n}): {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn vicreg_closed_forms() {
+        // Collapsed, identical embeddings: no invariance or covariance cost, the
+        // variance hinge is at its maximum 1 - sqrt(eps) per dimension: mu * (1 - 0.01).
+        let z = Tensor::ones([5, 3], (Kind::Float, Device::Cpu));
+        let l = f(&vicreg(&z, &z, 25.0, 25.0, 1.0, 1e-4));
+        assert!((l - 25.0 * 0.99).abs() < 1e-5, "{l}");
+        // Identical, decorrelated, spread embeddings (+-2 in orthogonal sign patterns,
+        // unbiased var 16/3 > 1): every term is 0.
+        let h = Tensor::from_slice(&[1.0f32, 1.0, 1.0, -1.0, 1.0, -1.0, 1.0, -1.0, -1.0, -1.0, -1.0, 1.0]).reshape([4, 3]) * 2.0;
+        let l = f(&vicreg(&h, &h, 25.0, 25.0, 1.0, 1e-4));
+        assert!(l.abs() < 1e-9, "{l}");
+        // Invariance alone is the MSE: views apart by 0.5 everywhere give lambda * 0.25.
+        let l = f(&vicreg(&h, &(&h + 0.5), 25.0, 25.0, 1.0, 1e-4));
+        assert!((l - 25.0 * 0.25).abs() < 1e-5, "{l}");
     }
 }

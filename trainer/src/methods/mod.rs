@@ -143,12 +143,14 @@ macro_rules! method {
 }
 pub(crate) use method;
 
+pub mod barlow_twins;
 pub mod byol;
 pub mod dino;
 pub mod mae;
 pub mod moco;
 pub mod simclr;
 pub mod simsiam;
+pub mod vicreg;
 
 use std::any::Any;
 use std::fmt;
@@ -165,7 +167,7 @@ use crate::optim::OptimizerKind;
 use crate::schedule;
 
 /// Every method, in the order `pretext train --help` and `docs/methods.md` list them.
-pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC];
+pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC];
 
 /// A method's registry entry: what the CLI, the config file and the docs know of it.
 pub struct MethodSpec {
