@@ -1,6 +1,6 @@
 //! pretext trainer: self-supervised pretraining on libtorch (tch).
 //!
-//! - [`methods`]: SimCLR, MoCo v2, BYOL, SimSiam, DINO, MAE behind one
+//! - [`methods`]: SimCLR, MoCo v2, BYOL, SimSiam, DINO, MAE, Barlow Twins, VICReg behind one
 //!   [`methods::Method`] trait and registry ([`methods::build`]);
 //! - [`loss`]: the losses as pure functions; [`schedule`]: lr / weight decay /
 //!   EMA tau / teacher temperature as pure functions of the step;
