@@ -10,7 +10,7 @@
 //! which follow facebookresearch/vicreg `main_vicreg.py`.
 
 use pretext_data::augment::{Pipeline, Resolution};
-use pretext_models::{Act, Backbone, HeadBlock, HeadSpec, MlpHead, Norm};
+use pretext_models::{Backbone, HeadSpec, MlpHead};
 use tch::{Device, Tensor};
 
 use super::{check_views, embed, specs, Method, MethodError, OptimizerDefaults, Range, Recipe, StepCtx};
@@ -50,15 +50,9 @@ impl Recipe for Config {
     }
 }
 
-/// lightly's `VICRegProjectionHead` at num_layers=3: Linear-BN-ReLU, Linear-BN-ReLU, Linear
-/// (bias only on the last Linear).
-pub fn projector(path: &str, input: i64, hidden: i64, out: i64) -> MlpHead {
-    MlpHead::new(path, vec![
-        HeadBlock::new(input, hidden, Some(Norm::BatchNorm), Some(Act::Relu)),
-        HeadBlock::new(hidden, hidden, Some(Norm::BatchNorm), Some(Act::Relu)),
-        HeadBlock::new(hidden, out, None, None),
-    ])
-}
+/// lightly's `VICRegProjectionHead` at num_layers=3 is Barlow Twins' projector: Linear-BN-ReLU,
+/// Linear-BN-ReLU, Linear (bias only on the last Linear).
+pub use super::barlow_twins::projector;
 
 pub struct Vicreg {
     backbone: Backbone,
