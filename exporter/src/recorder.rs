@@ -28,6 +28,23 @@ pub struct OnnxOps<'c> {
 }
 
 impl<'c> OnnxOps<'c> {
+    /// Inputs and shared attributes of a `Conv` / `ConvTranspose` node (kernel shape read from the weight).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_inputs(&self, x: &str, w: &str, b: Option<&String>, stride: i64, padding: i64, dilation: i64, groups: i64) -> (Vec<String>, Vec<(String, Attr)>) {
+        let k = self.graph.inits.get(w).map(|c| c.dims()).unwrap_or_default();
+        let (kh, kw) = (k.get(2).copied().unwrap_or(1), k.get(3).copied().unwrap_or(1));
+        let mut ins = vec![x.to_string(), w.to_string()];
+        ins.extend(b.cloned());
+        let attrs = vec![
+            ints("kernel_shape", vec![kh, kw]),
+            ints("strides", vec![stride; 2]),
+            ints("pads", vec![padding; 4]),
+            ints("dilations", vec![dilation; 2]),
+            int("group", groups),
+        ];
+        (ins, attrs)
+    }
+
     pub fn new(ckpt: &'c Checkpoint, opset: i64) -> Result<Self, ExportError> {
         if !OPSETS.contains(&opset) {
             return Err(ExportError::Opset { opset });
@@ -134,17 +151,7 @@ impl Ops for OnnxOps<'_> {
         }
     }
     fn conv2d(&mut self, name: &str, x: &String, w: &String, b: Option<&String>, a: ConvArgs) -> String {
-        let k = self.graph.inits.get(w).map(|c| c.dims()).unwrap_or_default();
-        let (kh, kw) = (k.get(2).copied().unwrap_or(1), k.get(3).copied().unwrap_or(1));
-        let mut ins = vec![x.clone(), w.clone()];
-        ins.extend(b.cloned());
-        let attrs = vec![
-            ints("kernel_shape", vec![kh, kw]),
-            ints("strides", vec![a.stride; 2]),
-            ints("pads", vec![a.padding; 4]),
-            ints("dilations", vec![a.dilation; 2]),
-            int("group", a.groups),
-        ];
+        let (ins, attrs) = self.conv_inputs(x, w, b, a.stride, a.padding, a.dilation, a.groups);
         self.node(name, "Conv", ins, attrs, 4)
     }
     fn batch_norm(&mut self, name: &str, x: &String, w: &String, b: &String, m: &String, v: &String, _momentum: f64, eps: f64) -> String {
@@ -338,18 +345,8 @@ impl Ops for OnnxOps<'_> {
         self.node(name, "Resize", vec![x.clone(), String::new(), scales], attrs, 4)
     }
     fn conv_transpose2d(&mut self, name: &str, x: &String, w: &String, b: Option<&String>, a: ConvTransposeArgs) -> String {
-        let k = self.graph.inits.get(w).map(|c| c.dims()).unwrap_or_default();
-        let (kh, kw) = (k.get(2).copied().unwrap_or(1), k.get(3).copied().unwrap_or(1));
-        let mut ins = vec![x.clone(), w.clone()];
-        ins.extend(b.cloned());
-        let attrs = vec![
-            ints("kernel_shape", vec![kh, kw]),
-            ints("strides", vec![a.stride; 2]),
-            ints("pads", vec![a.padding; 4]),
-            ints("output_padding", vec![a.output_padding; 2]),
-            ints("dilations", vec![a.dilation; 2]),
-            int("group", a.groups),
-        ];
+        let (ins, mut attrs) = self.conv_inputs(x, w, b, a.stride, a.padding, a.dilation, a.groups);
+        attrs.push(ints("output_padding", vec![a.output_padding; 2]));
         self.node(name, "ConvTranspose", ins, attrs, 4)
     }
 }
