@@ -11,7 +11,7 @@ pub enum Engine {
     /// Pure Rust, no native library.
     #[default]
     Tract,
-    /// ONNX Runtime, loaded at run time (cargo feature `ort`, `ORT_DYLIB_PATH`).
+    /// ONNX Runtime, the library at `ORT_DYLIB_PATH` (cargo feature `ort`).
     #[cfg(feature = "ort")]
     Ort,
 }
