@@ -25,8 +25,10 @@
 //! single-threaded, and the outputs are stacked. tract's im2col, packing, layout
 //! transposes and depthwise kernels run on the calling thread only, so whole-batch runs
 //! keep one core busy for ~45-65% of a CNN's time; and its per-image time grows with the
-//! batch (ResNet-18 CIFAR, 1 thread: 21 ms/image at batch 1 and 8); docs/benchmarks.md,
-//! "Session 3 changes". Valid because an inference graph computes each image
+//! batch (ResNet-18 CIFAR, 1 thread: 21 ms/image at batch 1 and 8). With split batches
+//! (and channel-last plans, same session) tract's batch-8 times on 2 threads went from
+//! 128.5 to 88.5 ms (ResNet-18 CIFAR) and 1049 to 705 ms (ResNet-50): docs/benchmarks.md,
+//! "Session 3 changes and the third quiet run". Valid because an inference graph computes each image
 //! independently (no op of an exported encoder mixes images); a graph whose outputs do
 //! not all carry the batch `N` as their first axis always runs whole (the choice is
 //! automatic; the `whole` option for every graph was removed in issue #17). Batch 1, and
