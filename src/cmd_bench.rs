@@ -67,22 +67,10 @@ pub struct BenchArgs {
     /// Where weights, inputs, ONNX files and results go.
     #[arg(long, short, default_value = "target/bench")]
     pub out: PathBuf,
-    /// tract plan: `symbolic` (one plan with a symbolic batch, the runtime's default)
-    /// or `per-batch` (one plan optimised per concrete batch size).
-    #[arg(long, default_value = "per-batch")]
-    pub tract_plan: String,
     /// Threads of tract's matrix products (default: --threads; 1 = the calling
     /// thread only, i.e. tract before its multithread-mm executor was enabled).
     #[arg(long)]
     pub tract_threads: Option<usize>,
-    /// How tract runs a batch of more than one image: `split` (the images in parallel,
-    /// one thread each; the runtime's default) or `whole` (one run, threads only
-    /// inside the matrix products).
-    #[arg(long, default_value = "split")]
-    pub tract_batch: String,
-    /// tract's convolution layout: `channel-last` (the runtime's default) or `as-graph`.
-    #[arg(long, default_value = "channel-last")]
-    pub tract_layout: String,
     /// ONNX Runtime intra-op thread spinning, for pretext+ORT and the torch.onnx+ORT
     /// peer alike: `default` (ONNX Runtime's: spinning), `on` or `off` (idle threads
     /// park; faster on a busy machine).
@@ -90,8 +78,8 @@ pub struct BenchArgs {
     pub ort_spinning: String,
     /// ONNX Runtime graph optimization level for pretext+ORT: all (default,
     /// as the torch.onnx+ORT peer), extended, basic, disable.
-    #[arg(long, default_value = "all")]
-    pub ort_opt_level: String,
+    #[arg(long, value_enum, default_value_t)]
+    pub ort_opt_level: pretext_runtime::GraphOptLevel,
     /// OpenMP wait policy for both libtorch systems (tch here, PyTorch in the
     /// peers): `passive` (default) parks idle workers instead of spinning, which
     /// keeps a shared machine's background load from stalling every parallel
@@ -319,32 +307,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let opt_level = match a.ort_opt_level.as_str() {
-        "all" => pretext_runtime::GraphOptLevel::All,
-        "extended" => pretext_runtime::GraphOptLevel::Extended,
-        "basic" => pretext_runtime::GraphOptLevel::Basic,
-        "disable" => pretext_runtime::GraphOptLevel::Disable,
-        other => bail!("--ort-opt-level must be all, extended, basic or disable, got '{other}'"),
-    };
-    let tract_opts = pretext_runtime::TractOptions {
-        batch_mode: match a.tract_plan.as_str() {
-            "symbolic" => pretext_runtime::TractBatchMode::Symbolic,
-            "per-batch" => pretext_runtime::TractBatchMode::PerBatch,
-            other => bail!("--tract-plan must be symbolic or per-batch, got '{other}'"),
-        },
-        threads: Some(a.tract_threads.unwrap_or(a.threads).max(1)),
-        batch_parallel: match a.tract_batch.as_str() {
-            "split" => pretext_runtime::TractBatchParallel::Split,
-            "whole" => pretext_runtime::TractBatchParallel::Whole,
-            other => bail!("--tract-batch must be split or whole, got '{other}'"),
-        },
-        conv_layout: match a.tract_layout.as_str() {
-            "channel-last" => pretext_runtime::ConvLayout::ChannelLast,
-            "as-graph" => pretext_runtime::ConvLayout::AsGraph,
-            other => bail!("--tract-layout must be channel-last or as-graph, got '{other}'"),
-        },
-        ..Default::default()
-    };
+    let opt_level = a.ort_opt_level;
+    let tract_opts = pretext_runtime::TractOptions { threads: Some(a.tract_threads.unwrap_or(a.threads).max(1)), ..Default::default() };
     let dir = a.out.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
@@ -645,7 +609,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "date_utc": utc_now(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "machine": {"cpu": cpu_model(), "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "tract_batch": a.tract_batch, "tract_layout": a.tract_layout, "ort_spinning": a.ort_spinning, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg(),
+                    "threads_per_system": a.threads, "tract_threads": a.tract_threads.unwrap_or(a.threads), "ort_spinning": a.ort_spinning, "omp_wait_policy": std::env::var("OMP_WAIT_POLICY").ok(), "load_before": load_before, "load_after": loadavg(),
                     "rounds": p.rounds, "training_rounds": p.train_steps, "bootstrap": {"resamples": stats::BOOTSTRAP_RESAMPLES, "seed": stats::BOOTSTRAP_SEED, "interval": 0.95}},
         "peak": peak,
         "macs_per_image": macs.iter().map(|(k, c)| (k.clone(), json!({"macs": c.macs, "elementwise": c.elementwise,

@@ -2,76 +2,23 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use pretext_data::{Dataset, OpenOptions};
-use pretext_runtime::{BackendKind, ConvLayout, Extractor, F16Compute, RuntimeError, TractBatchMode, TractBatchParallel, TractOptions};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum BackendArg {
-    Tract,
-    Ort,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ProviderArg {
-    Cpu,
-    Cuda,
-    Tensorrt,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum TractBatchArg {
-    Split,
-    Whole,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum TractLayoutArg {
-    ChannelLast,
-    AsGraph,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum TractF16Arg {
-    Upcast,
-    Native,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum OptLevelArg {
-    Disable,
-    Basic,
-    Extended,
-    All,
-}
+use pretext_runtime::{BackendKind, Engine, ExecutionProvider, Extractor, GraphOptLevel, OrtOptions, RuntimeError, TractOptions};
 
 /// Backend selection and the preprocessing overrides for models without pretext metadata.
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
     /// Inference backend.
-    #[arg(long, value_enum, default_value = "tract")]
-    pub backend: BackendArg,
-    /// tract: one plan with a symbolic batch instead of one optimized plan per batch size.
-    #[arg(long)]
-    pub tract_symbolic: bool,
-    /// tract: threads (default: all cores).
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: Engine,
+    /// tract: threads (default: all cores); with more than one, a batch's images run in
+    /// parallel, one thread each.
     #[arg(long)]
     pub tract_threads: Option<usize>,
-    /// tract: how a batch uses the threads: `split` (its images run in parallel, one
-    /// thread each; the default) or `whole` (one run, threads inside the matrix products).
-    #[arg(long, value_enum, default_value = "split")]
-    pub tract_batch: TractBatchArg,
-    /// tract: convolution layout in the plan: `channel-last` (NHWC, the default; vectorized
-    /// depthwise convolutions) or `as-graph` (the graph's NCHW).
-    #[arg(long, value_enum, default_value = "channel-last")]
-    pub tract_layout: TractLayoutArg,
-    /// tract: fp16 graphs compute in fp32 (`upcast`, the x86_64 default) or in tract's
-    /// fp16 kernels (`native`, the default elsewhere).
-    #[arg(long, value_enum)]
-    pub tract_f16: Option<TractF16Arg>,
     /// ort: execution provider (an unavailable provider is an error, never a CPU fallback).
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub provider: ProviderArg,
+    #[arg(long, value_enum, default_value_t)]
+    pub provider: ExecutionProvider,
     /// ort: GPU device id for CUDA/TensorRT.
     #[arg(long, default_value_t = 0)]
     pub device: i32,
@@ -82,18 +29,14 @@ pub struct ModelArgs {
     #[arg(long)]
     pub trt_cache: Option<PathBuf>,
     /// ort: graph optimization level.
-    #[arg(long, value_enum, default_value = "all")]
-    pub opt_level: OptLevelArg,
+    #[arg(long, value_enum, default_value_t)]
+    pub opt_level: GraphOptLevel,
     /// ort: intra-op threads.
     #[arg(long)]
     pub intra_threads: Option<usize>,
     /// ort: inter-op threads.
     #[arg(long)]
     pub inter_threads: Option<usize>,
-    /// ort (CPU): directory of the optimized-model cache; later opens of the same model
-    /// skip ORT's optimizer and map the stored ORT-format graph (CNNs open 2-5x faster).
-    #[arg(long)]
-    pub ort_cache: Option<PathBuf>,
     /// Input size (square); overrides `pretext.input_size`.
     #[arg(long)]
     pub input_size: Option<u32>,
@@ -115,44 +58,17 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn open(&self, model: &Path) -> Result<Extractor> {
         let backend = match self.backend {
-            BackendArg::Tract => BackendKind::TractWith(TractOptions {
-                batch_mode: if self.tract_symbolic { TractBatchMode::Symbolic } else { TractBatchMode::PerBatch },
-                threads: self.tract_threads,
-                batch_parallel: match self.tract_batch {
-                    TractBatchArg::Split => TractBatchParallel::Split,
-                    TractBatchArg::Whole => TractBatchParallel::Whole,
-                },
-                conv_layout: match self.tract_layout {
-                    TractLayoutArg::ChannelLast => ConvLayout::ChannelLast,
-                    TractLayoutArg::AsGraph => ConvLayout::AsGraph,
-                },
-                f16: match self.tract_f16 {
-                    None => F16Compute::default(),
-                    Some(TractF16Arg::Upcast) => F16Compute::UpcastF32,
-                    Some(TractF16Arg::Native) => F16Compute::Native,
-                },
+            Engine::Tract => BackendKind::TractWith(TractOptions { threads: self.tract_threads, ..Default::default() }),
+            Engine::Ort => BackendKind::Ort(OrtOptions {
+                provider: self.provider,
+                device_id: self.device,
+                trt_fp16: self.fp16,
+                trt_engine_cache: self.trt_cache.clone(),
+                opt_level: self.opt_level,
+                intra_threads: self.intra_threads,
+                inter_threads: self.inter_threads,
                 ..Default::default()
             }),
-            BackendArg::Ort => {
-                use pretext_runtime::{ExecutionProvider as Ep, GraphOptLevel as L, OrtOptions};
-                BackendKind::Ort(OrtOptions {
-                    provider: match self.provider {
-                        ProviderArg::Cpu => Ep::Cpu,
-                        ProviderArg::Cuda => Ep::Cuda { device_id: self.device },
-                        ProviderArg::Tensorrt => Ep::TensorRt { device_id: self.device, fp16: self.fp16, engine_cache: self.trt_cache.clone() },
-                    },
-                    opt_level: match self.opt_level {
-                        OptLevelArg::Disable => L::Disable,
-                        OptLevelArg::Basic => L::Basic,
-                        OptLevelArg::Extended => L::Extended,
-                        OptLevelArg::All => L::All,
-                    },
-                    intra_threads: self.intra_threads,
-                    inter_threads: self.inter_threads,
-                    optimized_cache: self.ort_cache.clone(),
-                    ..Default::default()
-                })
-            }
         };
         let mut b = Extractor::builder(model).backend(backend);
         if let Some(v) = self.input_size {

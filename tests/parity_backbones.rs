@@ -177,12 +177,15 @@ fn external_data_runs_and_checks() {
     assert!(err.contains("external.onnx"), "{err}");
 }
 
-/// fp16 graphs in tract: native fp16 compute vs the upcast to fp32 compute
-/// (`TractOptions::f16`, the x86_64 default), cosine to the fp32 tch forward
-/// and latency (single thread, batch 4, median of 5 runs after the plan build).
+/// fp16 graphs in tract's default plan (upcast to fp32 compute but on aarch64,
+/// `pretext_runtime::tract_f16`): cosine to the fp32 tch forward and latency (single
+/// thread, batch 4, median of 5 runs after the plan build). On x86_64 the upcast plan
+/// computes the graph as ONNX Runtime's CPU kernels do (fp32 arithmetic between the
+/// graph's fp16 roundings): same cosine. Native fp16 compute, the removed option, lost
+/// here on both counts (0.9878 / 0.9923 min cosine, 10x slower; table in tract_f16.rs).
 #[test]
-fn tract_fp16_native_vs_upcast() {
-    use pretext_runtime::{F16Compute, TractOptions};
+fn tract_fp16_matches_onnxruntime() {
+    use pretext_runtime::TractOptions;
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("resnet50_w8_64", BackboneConfig::Resnet(ResNetConfig::resnet50().with_width(8))),
@@ -197,30 +200,27 @@ fn tract_fp16_native_vs_upcast() {
         pretext_exporter::export(&cfg, &ck, &opts).unwrap().0.write(&file, opts.external_data_threshold).unwrap();
         let x = photos(4, 64);
         let reference = verify::tch_forward(&ckpt, &cfg, &opts, &x).unwrap();
-        let mut cos = Vec::new();
-        for mode in [F16Compute::Native, F16Compute::UpcastF32] {
-            let b = pretext_runtime::open_tract_with(&file, &TractOptions { f16: mode, threads: Some(1), ..Default::default() }).unwrap();
-            let t0 = std::time::Instant::now();
-            let y = b.run(x.clone()).unwrap();
-            let first = t0.elapsed();
-            let mut times: Vec<f64> = (0..5)
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    b.run(x.clone()).unwrap();
-                    t.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
-            let c = verify::min_cosine(&reference[0].1, &y[0]);
-            eprintln!("{tag} fp16 tract {mode:?}: min cosine {c:.6}, max abs {:.3e}, first run (plan build) {:.0} ms, run {:.1} ms (median of 5, batch 4, 1 thread)", verify::max_abs(&reference[0].1, &y[0]), first.as_secs_f64() * 1e3, times[2]);
-            cos.push(c);
-        }
-        // The upcast plan computes the graph as ONNX Runtime's CPU kernels do
-        // (fp32 arithmetic between the graph's fp16 roundings): same cosine.
+        let b = pretext_runtime::open_tract_with(&file, &TractOptions { threads: Some(1), ..Default::default() }).unwrap();
+        let t0 = std::time::Instant::now();
+        let y = b.run(x.clone()).unwrap();
+        let first = t0.elapsed();
+        let mut times: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                b.run(x.clone()).unwrap();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let c = verify::min_cosine(&reference[0].1, &y[0]);
+        eprintln!("{tag} fp16 tract: min cosine {c:.6}, max abs {:.3e}, first run (plan build) {:.0} ms, run {:.1} ms (median of 5, batch 4, 1 thread)", verify::max_abs(&reference[0].1, &y[0]), first.as_secs_f64() * 1e3, times[2]);
         let ort = pretext_runtime::open_ort(&file, &Default::default()).unwrap().run(x.clone()).unwrap();
         let c_ort = verify::min_cosine(&reference[0].1, &ort[0]);
         eprintln!("{tag} fp16 onnxruntime: min cosine {c_ort:.6}");
-        assert!(cos[1] >= cos[0], "{tag}: upcast cosine {} below native {}", cos[1], cos[0]);
-        assert!((cos[1] - c_ort).abs() <= 1e-4, "{tag}: upcast cosine {} vs ORT {c_ort}", cos[1]);
+        if cfg!(not(target_arch = "aarch64")) {
+            // Above what native fp16 compute reached on these graphs (0.9878 / 0.9923).
+            assert!(c >= 0.995, "{tag}: tract fp16 cosine {c}: computed in fp16?");
+            assert!((c - c_ort).abs() <= 1e-4, "{tag}: tract (upcast) cosine {c} vs ORT {c_ort}");
+        }
     }
 }

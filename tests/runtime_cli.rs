@@ -66,3 +66,36 @@ fn extract_build_classify_eval() {
     let (ok, log) = pretext(&["extract", foreign.to_str().unwrap(), img.to_str().unwrap(), "-o", npy.to_str().unwrap()]);
     assert!(!ok && log.contains("--input-size"), "{log}");
 }
+
+/// The losing A/B options (issue #17) are gone from `--help` and are clap errors:
+/// symbolic tract plans, whole-batch tract runs, the as-graph layout, native fp16 and
+/// the ORT model cache (`extract` and `knn` share these flags), and bench's copies.
+#[test]
+fn removed_runtime_options_are_gone() {
+    let extract = ["--tract-symbolic", "--tract-batch", "--tract-layout", "--tract-f16", "--ort-cache"];
+    let bench = ["--tract-plan", "--tract-batch", "--tract-layout"];
+    for (cmd, removed, kept) in [
+        (&["extract"][..], &extract[..], &["--backend", "--tract-threads", "--provider", "--opt-level"][..]),
+        (&["knn", "build"][..], &extract[..], &["--backend", "--tract-threads"][..]),
+        (&["bench"][..], &bench[..], &["--tract-threads", "--ort-opt-level"][..]),
+    ] {
+        let (ok, help) = pretext(&[cmd, &["--help"]].concat());
+        assert!(ok, "{help}");
+        for flag in kept {
+            assert!(help.contains(flag), "{cmd:?} --help lacks {flag}:\n{help}");
+        }
+        for flag in removed {
+            assert!(!help.contains(flag), "{cmd:?} --help still mentions {flag}:\n{help}");
+            let (ok, log) = pretext(&[cmd, &[*flag, "x"]].concat());
+            assert!(!ok && log.contains(&format!("unexpected argument '{flag}'")), "{cmd:?} {flag}: {log}");
+        }
+    }
+    // The surviving option enums come from the runtime (clap::ValueEnum): their values
+    // are listed, and a removed value is refused by name.
+    let (_, help) = pretext(&["extract", "--help"]);
+    for v in ["- tract:", "- ort:", "cpu, cuda, tensorrt", "- extended", "- all:"] {
+        assert!(help.contains(v), "extract --help lacks `{v}`:\n{help}");
+    }
+    let (ok, log) = pretext(&["extract", "m.onnx", "i.jpg", "-o", "f.npy", "--backend", "tract-symbolic"]);
+    assert!(!ok && log.contains("invalid value 'tract-symbolic'"), "{log}");
+}

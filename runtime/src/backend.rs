@@ -3,6 +3,19 @@ use ndarray::ArrayD;
 
 use crate::RuntimeError;
 
+/// The inference engines, as a user names one (`pretext --backend`); [`crate::BackendKind`]
+/// is an engine with its options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Engine {
+    /// Pure Rust, no native library.
+    #[default]
+    Tract,
+    /// ONNX Runtime, the library at `ORT_DYLIB_PATH` (cargo feature `ort`).
+    #[cfg(feature = "ort")]
+    Ort,
+}
+
 /// A loaded ONNX model ready to run. Built once (session/plan), then shared by
 /// reference across threads: `run` takes `&self`.
 pub trait Backend: Send + Sync {

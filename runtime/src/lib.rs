@@ -4,6 +4,8 @@
 //! sharing it across threads: tract (pure Rust, the default) and ONNX Runtime through
 //! `ort` (cargo feature `ort`, library loaded at run time from `ORT_DYLIB_PATH`).
 //!
+//! - Options: [`TractOptions`], `OrtOptions`; with the cargo feature `clap`, the option
+//!   enums ([`Engine`], `ExecutionProvider`, `GraphOptLevel`) derive `clap::ValueEnum`.
 //! - Low level: [`open_tract`] / `open_ort` -> `Box<dyn Backend>`; `run` takes an NCHW
 //!   f32 batch and returns every output as f32.
 //! - [`Extractor`]: configured from the exporter's `pretext.*` metadata ([`keys`]),
@@ -29,13 +31,11 @@ pub mod tract_backend;
 pub mod tract_f16;
 pub mod tract_layout;
 
-pub use backend::Backend;
+pub use backend::{Backend, Engine};
 pub use error::RuntimeError;
 #[cfg(feature = "ort")]
-pub use ort_backend::{open_ort, optimized_cache_path, ort_environment, CacheUse, ExecutionProvider, GraphOptLevel, OrtOptions};
-pub use tract_backend::{open_tract, open_tract_with, TractBatchMode, TractBatchParallel, TractOptions};
-pub use tract_f16::F16Compute;
-pub use tract_layout::ConvLayout;
+pub use ort_backend::{open_ort, ort_environment, ExecutionProvider, GraphOptLevel, OrtOptions};
+pub use tract_backend::{open_tract, open_tract_with, TractOptions};
 pub mod extractor;
 pub mod knn;
 pub mod npy;

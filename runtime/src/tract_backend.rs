@@ -1,12 +1,13 @@
 //! tract backend: pure Rust, no native dependency; the embedded library's default.
 //!
-//! Two ways to serve any batch size from one file: [`TractBatchMode::PerBatch`] (the
-//! default) optimizes one plan per concrete batch size on first use and caches it;
-//! [`TractBatchMode::Symbolic`] optimizes one plan with a symbolic batch `N`.
-//! Measured with `examples/tract_batch_modes.rs` on the exporter's ResNet-18 (CIFAR
-//! stem, 32x32), CPU time per image at batch 1 / 8 / 32: per-batch 20.6-21.4 / 21.9 /
-//! 23.1-25.5 ms, symbolic 23.1-23.8 / 25.0-28.0 / 25.9-27.2 ms (8-20% slower), for a
-//! one-time plan build of about 0.15 s per batch size.
+//! Plans: one optimized plan per concrete batch size, built on first use and cached.
+//! A single plan with a symbolic batch `N` was the losing A/B option (removed in issue
+//! #17): on the exporter's ResNet-18 (CIFAR stem, 32x32), CPU time per image at batch
+//! 1 / 8 / 32 was per-batch 20.6-21.4 / 21.9 / 23.1-25.5 ms, symbolic 23.1-23.8 /
+//! 25.0-28.0 / 25.9-27.2 ms (8-20% slower), for a one-time plan build of about 0.15 s
+//! per batch size; on MobileNetV2 batch 1, 48 vs 198 ms (docs/benchmarks.md, "Choices
+//! that measurement decided"): tract picks its direct depthwise and im2col-free kernels
+//! only when every dimension is known.
 //!
 //! Threads: tract's matrix products run on a private rayon pool of
 //! [`TractOptions::threads`] threads (tract-linalg's `multithread-mm` executor), installed
@@ -19,16 +20,19 @@
 //! parallelizes across those jobs. Plans are built single-threaded for the same reason,
 //! as the plan-cache lock is held meanwhile. `tests/threads.rs` covers both paths.
 //!
-//! Batches: with [`TractBatchParallel::Split`] (the default when `threads > 1`) a batch of
-//! `N > 1` images is run as `N` batch-1 runs spread over a second private pool of
-//! `threads` workers, each run single-threaded, and the outputs are stacked. tract's
-//! im2col, packing, layout transposes and depthwise kernels run on the calling thread
-//! only, so whole-batch runs keep one core busy for ~45-65% of a CNN's time; and its
-//! per-image time grows with the batch (ResNet-18 CIFAR, 1 thread: 21 ms/image at batch
-//! 1 and 8). Valid because an inference graph computes each image independently (no
-//! op of an exported encoder mixes images); a graph whose outputs do not all carry the
-//! batch `N` as their first axis always runs whole, and `Whole` is there for graphs
-//! that mix images in other ways. Batch 1 always runs whole, on the matmul pool.
+//! Batches: with `threads > 1`, a batch of `N > 1` images is split: it runs as `N`
+//! batch-1 runs spread over a second private pool of `threads` workers, each run
+//! single-threaded, and the outputs are stacked. tract's im2col, packing, layout
+//! transposes and depthwise kernels run on the calling thread only, so whole-batch runs
+//! keep one core busy for ~45-65% of a CNN's time; and its per-image time grows with the
+//! batch (ResNet-18 CIFAR, 1 thread: 21 ms/image at batch 1 and 8). With split batches
+//! (and channel-last plans, same session) tract's batch-8 times on 2 threads went from
+//! 128.5 to 88.5 ms (ResNet-18 CIFAR) and 1049 to 705 ms (ResNet-50): docs/benchmarks.md,
+//! "Session 3 changes and the third quiet run". Valid because an inference graph computes each image
+//! independently (no op of an exported encoder mixes images); a graph whose outputs do
+//! not all carry the batch `N` as their first axis always runs whole (the choice is
+//! automatic; the `whole` option for every graph was removed in issue #17). Batch 1, and
+//! any batch with one thread, runs whole, on the matmul pool.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,44 +43,18 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::backend::{check_input, fmt_shape, Backend};
-use crate::tract_f16::F16Compute;
-use crate::tract_layout::ConvLayout;
 use crate::RuntimeError;
 
-/// How the tract plan handles the batch dimension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TractBatchMode {
-    /// One plan with a symbolic batch `N`.
-    Symbolic,
-    /// One plan per concrete batch size, built lazily and cached (faster; see the module doc).
-    #[default]
-    PerBatch,
-}
-
-/// How a batch of more than one image uses the threads (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TractBatchParallel {
-    /// Split the batch into single images run in parallel, one thread each (default).
-    #[default]
-    Split,
-    /// One run of the whole batch; only the matrix products use the threads.
-    Whole,
-}
-
-/// Options of the tract backend.
+/// Options of the tract backend. Plans are per batch size, channel-last
+/// ([`crate::tract_layout`]), fp16 upcast but on aarch64 ([`crate::tract_f16`]); none of
+/// these is an option (see the module docs for the measurements).
 #[derive(Debug, Clone, Default)]
 pub struct TractOptions {
-    pub batch_mode: TractBatchMode,
     /// Input height/width to use when the graph declares them symbolic.
     pub input_hw: Option<(usize, usize)>,
-    /// How fp16 graphs compute (default: upcast to fp32 on x86_64; see [`crate::tract_f16`]).
-    pub f16: F16Compute,
-    /// Threads for matrix products; `None` = all cores (`available_parallelism`), `1` = the calling thread only.
+    /// Threads for matrix products and split batches; `None` = all cores
+    /// (`available_parallelism`), `1` = the calling thread only.
     pub threads: Option<usize>,
-    /// How batches larger than one use the threads (ignored with 1 thread).
-    pub batch_parallel: TractBatchParallel,
-    /// Convolution layout in the plan (default: channel-last; see [`crate::tract_layout`]).
-    pub conv_layout: ConvLayout,
 }
 
 impl TractOptions {
@@ -94,16 +72,12 @@ pub struct TractBackend {
     path: PathBuf,
     outputs: Vec<String>,
     input_shape: Vec<Option<usize>>,
-    mode: TractBatchMode,
-    symbolic: Option<Plan>,
     template: InferenceModel,
     per_batch: Mutex<HashMap<usize, Plan>>,
-    f16: F16Compute,
-    conv_layout: ConvLayout,
     executor: Executor,
     threads: usize,
-    /// Workers for [`TractBatchParallel::Split`]; `None` with one thread, with `Whole`, or
-    /// when an output does not have the batch as its first axis.
+    /// Workers of split batches; `None` with one thread or when an output does not have
+    /// the batch as its first axis.
     batch_pool: Option<rayon::ThreadPool>,
 }
 
@@ -170,7 +144,7 @@ fn load_err(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Load { path: path.to_path_buf(), backend: "tract", reason: e.to_string() }
 }
 
-/// Opens an ONNX file with tract, default options (plans per batch size, built lazily).
+/// Opens an ONNX file with tract, default options (all cores).
 pub fn open_tract(path: &Path) -> Result<Box<dyn Backend>, RuntimeError> {
     Ok(Box::new(TractBackend::open(path, &TractOptions::default())?))
 }
@@ -226,13 +200,6 @@ impl TractBackend {
         model
             .set_input_fact(0, f32::fact(dims).into())
             .map_err(|e| load_err(path, format!("{e:#}")))?;
-        let symbolic = match opts.batch_mode {
-            TractBatchMode::Symbolic => Some(
-                multithread_tract_scope(Executor::SingleThread, || crate::tract_f16::into_optimized(model.clone(), opts.f16, opts.conv_layout).and_then(|m| m.into_runnable()))
-                    .map_err(|e| load_err(path, format!("{e:#}")))?,
-            ),
-            TractBatchMode::PerBatch => None,
-        };
         // Type-check once now so a broken model fails at open, not at first run, and
         // see whether every output keeps the batch `N` as its first axis.
         let typed = model.clone().into_typed().map_err(|e| load_err(path, format!("{e:#}")))?;
@@ -243,31 +210,25 @@ impl TractBackend {
             path: path.to_path_buf(),
             outputs,
             input_shape: declared,
-            mode: opts.batch_mode,
-            symbolic,
             template: model,
             per_batch: Mutex::new(HashMap::new()),
-            f16: opts.f16,
-            conv_layout: opts.conv_layout,
             executor: if threads > 1 { Executor::multithread_with_name(threads, "pretext-tract") } else { Executor::SingleThread },
             threads,
-            batch_pool: match (threads > 1 && batch_first, opts.batch_parallel) {
-                (true, TractBatchParallel::Split) => Some(
+            batch_pool: if threads > 1 && batch_first {
+                Some(
                     rayon::ThreadPoolBuilder::new()
                         .num_threads(threads)
                         .thread_name(|i| format!("pretext-tract-batch-{i}"))
                         .build()
                         .map_err(|e| load_err(path, format!("cannot start {threads} tract batch threads: {e}")))?,
-                ),
-                _ => None,
+                )
+            } else {
+                None
             },
         })
     }
 
     fn plan_for(&self, shape: &[usize]) -> Result<Plan, RuntimeError> {
-        if let Some(p) = &self.symbolic {
-            return Ok(p.clone());
-        }
         let b = shape[0];
         // The lock is held while building so concurrent first uses build a plan once.
         let mut cache = self.per_batch.lock().map_err(|_| load_err(&self.path, "plan cache poisoned"))?;
@@ -278,16 +239,12 @@ impl TractBackend {
         // Single-threaded under the lock (see the module doc).
         let plan = multithread_tract_scope(Executor::SingleThread, || {
             m.set_input_fact(0, f32::fact(shape).into())
-                .and_then(|_| crate::tract_f16::into_optimized(m, self.f16, self.conv_layout))
+                .and_then(|_| crate::tract_f16::into_optimized(m, crate::tract_f16::UPCAST_F16))
                 .and_then(|m| m.into_runnable())
         })
         .map_err(|e| load_err(&self.path, format!("{e:#}")))?;
         cache.insert(b, plan.clone());
         Ok(plan)
-    }
-
-    pub fn batch_mode(&self) -> TractBatchMode {
-        self.mode
     }
 
     /// Threads the matrix products run on.
@@ -328,8 +285,8 @@ impl TractBackend {
             .collect()
     }
 
-    /// [`TractBatchParallel::Split`]: the images of `input` run one by one on the batch
-    /// pool, single-threaded each, and each output is stacked along its first axis.
+    /// A split batch: the images of `input` run one by one on the batch pool,
+    /// single-threaded each, and each output is stacked along its first axis.
     fn run_split(&self, pool: &rayon::ThreadPool, input: &ArrayD<f32>) -> Result<Vec<ArrayD<f32>>, RuntimeError> {
         use rayon::prelude::*;
         let mut one = input.shape().to_vec();

@@ -1,13 +1,13 @@
 //! tract's multithreaded matmul executor under the extractor's rayon use: batched
 //! extraction and extraction from inside rayon jobs must finish (a watchdog fails
 //! the test instead of hanging) and give the single-threaded features; and batches
-//! split over threads (`TractBatchParallel::Split`) give the whole batch's outputs.
+//! split over threads (automatic with more than one) give the whole batch's outputs.
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use ndarray::{Array2, ArrayD, Axis};
-use pretext_runtime::{Backend, BackendKind, Extractor, TractBatchParallel, TractOptions};
+use pretext_runtime::{Backend, BackendKind, Extractor, TractOptions};
 use rayon::prelude::*;
 
 fn fixture(name: &str) -> PathBuf {
@@ -84,8 +84,10 @@ fn multithreaded_tract_runs_inside_rayon_jobs() {
     }
 }
 
-fn tract(model: &str, threads: usize, batch_parallel: TractBatchParallel) -> Box<dyn Backend> {
-    pretext_runtime::open_tract_with(&fixture(model), &TractOptions { threads: Some(threads), batch_parallel, ..Default::default() }).unwrap()
+/// tract on `threads` threads: with more than one, batches are split (when the outputs
+/// have the batch as first axis); with one, every batch runs whole.
+fn tract(model: &str, threads: usize) -> Box<dyn Backend> {
+    pretext_runtime::open_tract_with(&fixture(model), &TractOptions { threads: Some(threads), ..Default::default() }).unwrap()
 }
 
 fn batch(n: usize, hw: usize) -> ArrayD<f32> {
@@ -101,8 +103,8 @@ fn max_diff_d(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
 fn split_batches_give_the_whole_batch_features() {
     // The batch's images spread over 3 threads (7 images: uneven shares), against
     // one single-threaded run of the whole batch, for every batch size up to 7.
-    let serial = tract("tiny_cnn.onnx", 1, TractBatchParallel::Whole);
-    let split = tract("tiny_cnn.onnx", 3, TractBatchParallel::Split);
+    let serial = tract("tiny_cnn.onnx", 1);
+    let split = tract("tiny_cnn.onnx", 3);
     for n in 1..=7 {
         let x = batch(n, 32);
         let (want, got) = (serial.run(x.clone()).unwrap(), split.run(x).unwrap());
@@ -121,9 +123,9 @@ fn split_batches_give_the_whole_batch_features() {
 fn split_batches_inside_rayon_jobs_finish() {
     // From rayon workers the backend runs the whole batch single-threaded (see the
     // module doc of tract_backend): no nested pool, no deadlock.
-    let want = tract("tiny_cnn.onnx", 1, TractBatchParallel::Whole).run(batch(5, 32)).unwrap().remove(0);
+    let want = tract("tiny_cnn.onnx", 1).run(batch(5, 32)).unwrap().remove(0);
     let got = with_watchdog(120, "split-mode runs from 8 rayon jobs", || {
-        let b = tract("tiny_cnn.onnx", 2, TractBatchParallel::Split);
+        let b = tract("tiny_cnn.onnx", 2);
         (0..8).into_par_iter().map(|_| b.run(batch(5, 32)).unwrap().remove(0)).collect::<Vec<_>>()
     });
     for g in &got {
@@ -136,7 +138,7 @@ fn graphs_without_a_batch_axis_are_not_split() {
     // batch_mean.onnx averages over the batch (output [3]): splitting it would stack
     // per-image means. It must run whole and give the batch mean.
     let x = batch(6, 8);
-    let b = tract("batch_mean.onnx", 2, TractBatchParallel::Split);
+    let b = tract("batch_mean.onnx", 2);
     let got = b.run(x.clone()).unwrap().remove(0);
     assert_eq!(got.shape(), [3]);
     let want = x.mean_axis(Axis(3)).unwrap().mean_axis(Axis(2)).unwrap().mean_axis(Axis(0)).unwrap();
