@@ -18,8 +18,6 @@ use serde_json::{json, Value};
 
 #[path = "bench/chart.rs"]
 mod chart;
-#[path = "bench/flops.rs"]
-mod flops;
 #[path = "bench/peak.rs"]
 mod peak;
 #[path = "bench/peers.rs"]
@@ -477,7 +475,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let mut macs = std::collections::BTreeMap::new();
     for case in &cases {
-        let c = flops::count_forward(&pretext_models::Backbone::new(&case.config), 1, case.image_size);
+        let c = pretext_models::flops::count_forward(&pretext_models::Backbone::new(&case.config), 1, case.image_size);
         macs.insert(case.name.clone(), c);
     }
     for m in &raw {

@@ -142,3 +142,19 @@ pub(crate) fn fingerprint(path: &Path) -> Result<[u8; 32]> {
     }
     Ok(h.finalize().into())
 }
+
+/// Up to `n` images (`.jpg`, `.jpeg`, `.png`) of a directory tree or tarball,
+/// every `stride`-th in path order, as (name, bytes); a name is the full path,
+/// or `archive:member`. An image-folder set with a `test/` split (CIFAR-10's)
+/// contributes only that split, so checks run on held-out images.
+pub fn sample_images(path: &Path, n: usize, stride: usize) -> Result<Vec<(String, Vec<u8>)>> {
+    let src = Source::open(path)?;
+    let is_img = |f: &&str| {
+        let l = f.to_lowercase();
+        l.ends_with(".jpg") || l.ends_with(".jpeg") || l.ends_with(".png")
+    };
+    let all: Vec<&str> = src.files().into_iter().filter(is_img).collect();
+    let test: Vec<&str> = all.iter().copied().filter(|f| f.starts_with("test/")).collect();
+    let pick = if test.is_empty() { all } else { test };
+    pick.into_iter().step_by(stride.max(1)).take(n).map(|f| Ok((src.display(f), src.read(f)?.into_owned()))).collect()
+}
