@@ -3,12 +3,12 @@
 //! against the tch forward of the same checkpoint on real images.
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use pretext_exporter::{Checkpoint, ExportOptions};
 use pretext_models::BackboneConfig;
-
-pub mod verify;
+use pretext_runtime::verify::{self, Tolerance};
+use pretext_trainer::reference;
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -129,15 +129,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let std: [f32; 3] = serde_json::from_str(&meta("pretext.std"))?;
     let size: u32 = meta("pretext.input_size").parse()?;
     let x = verify::load_images(&data, a.verify_count, 97, size, mean, std).with_context(|| format!("--verify-data {}", data.display()))?;
-    let mask = verify::mask_for(&resolved, x.shape()[0]);
-    let reference = verify::tch_forward(&a.checkpoint, &config, &opts, &x)?;
-    let runs = verify::run_onnx_masked(&a.output, &x, mask.as_ref())?;
-    let rows = verify::compare(&reference, &runs)?;
+    let mask = reference::mask_for(&resolved, x.shape()[0]);
+    let extra: Vec<_> = mask.iter().flat_map(|m| [&m.keep, &m.restore]).collect();
+    let rows = verify::verify(&a.output, &x, &extra, &reference::tch_forward(&a.checkpoint, &config, &opts, &x)?)?;
     println!("verify on {} images from {} (reference: tch eval forward)\n{}", x.shape()[0], data.display(), verify::format_table(&rows));
-    let bad: Vec<_> = rows.iter().filter(|r| if a.fp16 { r.cosine < a.min_cosine } else { r.max_abs > a.tol || r.max_abs.is_nan() }).collect();
-    if !bad.is_empty() {
-        bail!("{} output/backend pairs over tolerance ({}): {:?}", bad.len(), if a.fp16 { format!("cosine < {}", a.min_cosine) } else { format!("max abs > {:e}", a.tol) }, bad);
-    }
-    println!("verify: OK ({})", if a.fp16 { format!("cosine >= {}", a.min_cosine) } else { format!("max abs err <= {:e}", a.tol) });
+    let tol = if a.fp16 { Tolerance::MinCosine(a.min_cosine) } else { Tolerance::MaxAbs(a.tol) };
+    verify::check(&rows, tol)?;
+    println!("verify: OK ({tol})");
     Ok(())
 }

@@ -1,7 +1,6 @@
 //! `pretext`: train, export, extract, eval, bench.
 use clap::{Parser, Subcommand};
 
-mod cmd_bench;
 mod cmd_data;
 mod cmd_eval;
 mod cmd_export;
@@ -33,7 +32,7 @@ enum Cmd {
     /// Build, query and evaluate a k-NN gallery on top of an ONNX encoder.
     Knn(cmd_knn::KnnArgs),
     /// Latency and throughput benchmarks against peers, measured in the same run.
-    Bench(cmd_bench::BenchArgs),
+    Bench(pretext_bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +44,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Export(a) => cmd_export::run(a),
         Cmd::Extract(a) => cmd_extract::run(a),
         Cmd::Knn(a) => cmd_knn::run(a),
-        Cmd::Bench(a) => cmd_bench::run(a),
+        Cmd::Bench(a) => pretext_bench::run(a),
     }
 }

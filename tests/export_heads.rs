@@ -5,15 +5,12 @@
 //! Plus the DINO head against an independent tch computation, and the typed
 //! error for a head the file does not list.
 
-#[path = "../src/cmd_export/verify.rs"]
-#[allow(dead_code)]
-mod verify;
-
 use std::path::Path;
 use std::process::Command;
 
 use pretext_exporter::{Checkpoint, ExportError, ExportOptions};
 use pretext_models::{Backbone, BackboneConfig, HeadSpec, MlpHead, ResNetConfig, HEADS_KEY};
+use pretext_runtime::verify;
 use pretext_trainer::{Params, TchOps};
 use tch::{Device, Kind, Tensor};
 

@@ -5,7 +5,6 @@
 //! `tests/fixtures/ops/ops.safetensors` (`scripts/gen_op_fixtures.py`) at
 //! every opset the recorder supports, fp32 within 1e-5 and fp16 (IO fp32).
 
-#[path = "parity_util/mod.rs"]
 mod parity_util;
 
 use std::collections::{BTreeMap, HashMap};

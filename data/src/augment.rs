@@ -22,8 +22,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// ImageNet statistics, the normalization lightly and torchvision use by default.
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+pub use pretext_models::{IMAGENET_MEAN, IMAGENET_STD};
 
 /// Errors of augmentation configs and inputs.
 #[derive(Debug, thiserror::Error)]

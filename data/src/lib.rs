@@ -52,3 +52,4 @@ pub mod preprocess;
 
 pub use dataset::{default_cache_dir, BBox, CacheStatus, Dataset, Format, ImageRef, OpenOptions, ProgressFn, Skip, SplitView, Task};
 pub use error::{DataError, Result};
+pub use source::sample_images;

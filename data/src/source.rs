@@ -142,3 +142,44 @@ pub(crate) fn fingerprint(path: &Path) -> Result<[u8; 32]> {
     }
     Ok(h.finalize().into())
 }
+
+/// Up to `n` images (`.jpg`, `.jpeg`, `.png`) of a directory tree or tarball,
+/// every `stride`-th in path order, as (name, bytes); a name is the full path,
+/// or `archive:member`. An image-folder set with a `test/` split (CIFAR-10's)
+/// contributes only that split, so checks run on held-out images.
+pub fn sample_images(path: &Path, n: usize, stride: usize) -> Result<Vec<(String, Vec<u8>)>> {
+    let src = Source::open(path)?;
+    let is_img = |f: &&str| {
+        let l = f.to_lowercase();
+        l.ends_with(".jpg") || l.ends_with(".jpeg") || l.ends_with(".png")
+    };
+    let all: Vec<&str> = src.files().into_iter().filter(is_img).collect();
+    let test: Vec<&str> = all.iter().copied().filter(|f| f.starts_with("test/")).collect();
+    let pick = if test.is_empty() { all } else { test };
+    pick.into_iter().step_by(stride.max(1)).take(n).map(|f| Ok((src.display(f), src.read(f)?.into_owned()))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Images only, path order, every `stride`-th, at most `n`; a `test/` split wins over the rest.
+    #[test]
+    fn sample_images_strides_in_path_order_and_prefers_the_test_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |rel: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, rel.as_bytes()).unwrap();
+        };
+        for rel in ["b/2.png", "a/1.JPG", "a/0.jpg", "a/notes.txt", "c/3.jpeg"] {
+            put(rel);
+        }
+        let names = |v: Vec<(String, Vec<u8>)>| v.into_iter().map(|(_, b)| String::from_utf8(b).unwrap()).collect::<Vec<_>>();
+        assert_eq!(names(sample_images(dir.path(), 10, 1).unwrap()), ["a/0.jpg", "a/1.JPG", "b/2.png", "c/3.jpeg"]);
+        assert_eq!(names(sample_images(dir.path(), 10, 2).unwrap()), ["a/0.jpg", "b/2.png"]);
+        assert_eq!(names(sample_images(dir.path(), 1, 2).unwrap()), ["a/0.jpg"]);
+        put("test/x/9.png");
+        assert_eq!(names(sample_images(dir.path(), 10, 1).unwrap()), ["test/x/9.png"]);
+    }
+}

@@ -46,11 +46,8 @@ pub fn ir_version_for(opset: i64) -> i64 {
 pub const INPUT_NAME: &str = "input";
 pub const FEATURES_OUTPUT: &str = "features";
 pub const LOGITS_OUTPUT: &str = "logits";
-/// Channel statistics of CIFAR-10's training set for 0..1 pixels.
-pub const CIFAR_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
-pub const CIFAR_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// The normalisation statistics written to the metadata (defined once, in `pretext-models`).
+pub use pretext_models::{CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD};
 
 /// Options of [`export`]. `Default` gives opset 17, fp32, BN and constant folding on.
 #[derive(Debug, Clone)]

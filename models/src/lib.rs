@@ -3,6 +3,7 @@
 //! runs the same code to record ONNX nodes. Parameter paths match
 //! torchvision/timm state-dict keys.
 
+pub mod flops;
 pub mod heads;
 pub mod io;
 pub mod layers;
@@ -19,6 +20,14 @@ pub use resnet::{ResNet, ResNetConfig, Stem};
 pub use vit::{Vit, VitConfig};
 
 use serde::{Deserialize, Serialize};
+
+/// ImageNet channel statistics for 0..1 pixels, the normalisation torchvision,
+/// timm and lightly use by default (augmentation, export metadata, eval transform).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// Channel statistics of CIFAR-10's training set for 0..1 pixels.
+pub const CIFAR_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+pub const CIFAR_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 
 /// Which backbone, with its full configuration. Serialised into checkpoints
 /// and ONNX metadata, so a model can be rebuilt from either.

@@ -4,6 +4,8 @@
 //! with autograd, the exporter's ONNX backend records nodes and initializers.
 //! Every op takes `name`, the module path (`layer1.0.conv1`), which becomes
 //! the ONNX node name so errors in ORT or tract point back at the model.
+//! A third implementation, [`crate::flops::Counter`], propagates shapes only
+//! and counts each op's multiply-accumulates (the per-op FLOP formulas).
 //! Parameters are fetched by their full path (`layer1.0.conv1.weight`), the
 //! torchvision/timm key.
 //!

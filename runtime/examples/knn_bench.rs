@@ -11,16 +11,9 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use pretext_runtime::knn::{exact_topk, l2_normalize_rows};
+use pretext_runtime::cpu::process_cpu_seconds as cpu_seconds;
 use pretext_runtime::npy;
 use rand::{Rng, SeedableRng};
-
-/// Process CPU seconds (user + system) from /proc/self/stat; stable under machine load.
-fn cpu_seconds() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / 100.0
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -24,12 +24,15 @@
 //! ```
 pub mod backend;
 pub mod compare;
+pub mod cpu;
 pub mod error;
 #[cfg(feature = "ort")]
 pub mod ort_backend;
 pub mod tract_backend;
 pub mod tract_f16;
 pub mod tract_layout;
+#[cfg(feature = "ort")]
+pub mod verify;
 
 pub use backend::{Backend, Engine};
 pub use error::RuntimeError;

@@ -3,8 +3,13 @@
 //! `onnx.checker.check_model(full_check=True)` through the venv python.
 #![allow(dead_code)]
 
-#[path = "../../src/cmd_export/verify.rs"]
-pub mod verify;
+/// `pretext export --verify` as libraries, under one name: tract and ORT runs
+/// and comparisons (`pretext_runtime::verify`), the tch reference
+/// (`pretext_trainer::reference`).
+pub mod verify {
+    pub use pretext_runtime::verify::*;
+    pub use pretext_trainer::reference::tch_forward;
+}
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -7,7 +7,8 @@
 //! - [`optim`]: SGD, LARS, AdamW with no decay on norms, biases and tokens;
 //! - [`train`]: the loop (seeded per-sample augmentation from
 //!   `pretext_data::augment`, atomic checkpoints, exact `--resume`, metrics,
-//!   plots); [`eval`] and [`finetune`]: k-NN, linear probe, fine-tuning.
+//!   plots); [`eval`] and [`finetune`]: k-NN, linear probe, fine-tuning;
+//! - [`reference`]: the tch forward of an exported graph, what `--verify` compares against.
 //!
 //! # GPU build
 //! The default setup links the CPU libtorch (`LIBTORCH` in `.cargo/config.toml`).
@@ -28,6 +29,7 @@ pub mod loss;
 pub mod methods;
 pub mod optim;
 pub mod plot;
+pub mod reference;
 pub mod schedule;
 pub mod train;
 

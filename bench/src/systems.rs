@@ -10,8 +10,8 @@ use pretext_models::Backbone;
 use pretext_trainer::{Params, TchOps};
 use tch::{Device, Tensor};
 
-use super::prep::{read_f32, ModelCase, TrainCase};
-use super::stats::Timing;
+use crate::prep::{read_f32, ModelCase, TrainCase};
+use crate::stats::Timing;
 
 /// One measured inference series and the output it produced.
 pub struct Measured {

@@ -12,7 +12,7 @@ use plotters::prelude::*;
 use pretext_data::font;
 use serde::Serialize;
 
-use super::stats::{Interval, Verdict};
+use crate::stats::{Interval, Verdict};
 
 /// One target of the issue, evaluated on this run.
 #[derive(Debug, Clone, Serialize)]

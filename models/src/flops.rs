@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use pretext_models::{Backbone, ConvArgs, ConvTransposeArgs, Ops, UpsampleMode};
+use crate::{Backbone, ConvArgs, ConvTransposeArgs, Ops, UpsampleMode};
 
 /// Dense MACs and elementwise op count of one forward pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -202,7 +202,7 @@ impl Ops for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pretext_models::BackboneConfig;
+    use crate::BackboneConfig;
 
     fn macs(name: &str, size: i64) -> u64 {
         count_forward(&Backbone::new(&BackboneConfig::from_name(name).unwrap()), 1, size).macs

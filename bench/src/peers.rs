@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::stats::Timing;
+use crate::stats::Timing;
 
 pub struct Peer {
     child: Child,
