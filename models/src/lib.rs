@@ -10,6 +10,7 @@ pub mod mobilenet;
 pub mod ops;
 pub mod resnet;
 pub mod scoped;
+pub mod tensorfile;
 pub mod vit;
 
 pub use heads::{Act, HeadBlock, HeadSpec, Layer, MaeDecoder, MlpHead, Norm, HEADS_KEY, PREFIX_KEY};
