@@ -40,59 +40,80 @@ pub fn describe(dtype: Dtype, shape: &[usize]) -> String {
     format!("{dtype:?} {shape:?}")
 }
 
-/// A host tensor to write: dtype, shape and little-endian bytes.
+/// A host tensor to write: dtype, shape (i64, as [`crate::ParamSpec`] and
+/// libtorch give it) and little-endian bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
     pub dtype: Dtype,
-    pub shape: Vec<usize>,
+    pub shape: Vec<i64>,
     pub data: Vec<u8>,
 }
 
+fn dims(shape: &[usize]) -> Vec<i64> {
+    shape.iter().map(|&d| d as i64).collect()
+}
+
 impl HostTensor {
-    pub fn f32(shape: Vec<usize>, v: &[f32]) -> Self {
-        HostTensor { dtype: Dtype::F32, shape, data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    pub fn f32(shape: &[usize], v: &[f32]) -> Self {
+        HostTensor { dtype: Dtype::F32, shape: dims(shape), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
     }
-    pub fn f16(shape: Vec<usize>, v: &[half::f16]) -> Self {
-        HostTensor { dtype: Dtype::F16, shape, data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    pub fn f16(shape: &[usize], v: &[half::f16]) -> Self {
+        HostTensor { dtype: Dtype::F16, shape: dims(shape), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
     }
-    pub fn bf16(shape: Vec<usize>, v: &[half::bf16]) -> Self {
-        HostTensor { dtype: Dtype::BF16, shape, data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    pub fn bf16(shape: &[usize], v: &[half::bf16]) -> Self {
+        HostTensor { dtype: Dtype::BF16, shape: dims(shape), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
     }
-    pub fn f64(shape: Vec<usize>, v: &[f64]) -> Self {
-        HostTensor { dtype: Dtype::F64, shape, data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    pub fn f64(shape: &[usize], v: &[f64]) -> Self {
+        HostTensor { dtype: Dtype::F64, shape: dims(shape), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
     }
-    pub fn i64(shape: Vec<usize>, v: &[i64]) -> Self {
-        HostTensor { dtype: Dtype::I64, shape, data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    pub fn i64(shape: &[usize], v: &[i64]) -> Self {
+        HostTensor { dtype: Dtype::I64, shape: dims(shape), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
     }
-    pub fn i32(shape: Vec<usize>, v: &[i32]) -> Self {
-        HostTensor { dtype: Dtype::I32, shape, data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    pub fn i32(shape: &[usize], v: &[i32]) -> Self {
+        HostTensor { dtype: Dtype::I32, shape: dims(shape), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
     }
-    pub fn u32(shape: Vec<usize>, v: &[u32]) -> Self {
-        HostTensor { dtype: Dtype::U32, shape, data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    pub fn u32(shape: &[usize], v: &[u32]) -> Self {
+        HostTensor { dtype: Dtype::U32, shape: dims(shape), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
     }
-    pub fn u8(shape: Vec<usize>, v: &[u8]) -> Self {
-        HostTensor { dtype: Dtype::U8, shape, data: v.to_vec() }
+    pub fn u8(shape: &[usize], v: &[u8]) -> Self {
+        HostTensor { dtype: Dtype::U8, shape: dims(shape), data: v.to_vec() }
     }
 }
 
-impl safetensors::View for &HostTensor {
+/// A [`HostTensor`] as the safetensors serializer sees it.
+struct View<'a> {
+    t: &'a HostTensor,
+    shape: Vec<usize>,
+}
+
+impl safetensors::View for View<'_> {
     fn dtype(&self) -> Dtype {
-        self.dtype
+        self.t.dtype
     }
     fn shape(&self) -> &[usize] {
         &self.shape
     }
     fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.data)
+        std::borrow::Cow::Borrowed(&self.t.data)
     }
     fn data_len(&self) -> usize {
-        self.data.len()
+        self.t.data.len()
     }
 }
 
 /// The bytes of a safetensors file (tensors sorted by name, as the format wants).
 pub fn to_bytes(path: &Path, tensors: &BTreeMap<String, HostTensor>, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
-    safetensors::serialize(tensors.iter(), metadata).map_err(|e| TensorFileError::Write { path: path.into(), reason: e.to_string() })
+    let fail = |reason: String| TensorFileError::Write { path: path.into(), reason };
+    let mut views = Vec::with_capacity(tensors.len());
+    for (k, t) in tensors {
+        let shape = t.shape.iter().map(|&d| usize::try_from(d)).collect::<std::result::Result<Vec<_>, _>>().map_err(|_| fail(format!("tensor '{k}' has shape {:?}", t.shape)))?;
+        let want = shape.iter().product::<usize>() * t.dtype.bitsize() / 8;
+        if want != t.data.len() {
+            return Err(fail(format!("tensor '{k}' is {} but holds {} bytes, not {want}", describe(t.dtype, &shape), t.data.len())));
+        }
+        views.push((k, View { t, shape }));
+    }
+    safetensors::serialize(views, metadata).map_err(|e| fail(e.to_string()))
 }
 
 /// Writes a safetensors file atomically (unique temp file, fsync, rename, fsync of the folder).
@@ -401,16 +422,16 @@ mod tests {
         let halfs: Vec<half::f16> = [1.5f32, -2.0, 65504.0, 6.0e-8].iter().map(|&x| half::f16::from_f32(x)).collect();
         let bf16s: Vec<half::bf16> = [1.5f32, -3.0e38, 1.0e-30].iter().map(|&x| half::bf16::from_f32(x)).collect();
         let tensors: BTreeMap<String, HostTensor> = [
-            ("a.f32", HostTensor::f32(vec![2, 3], &f32s)),
-            ("b.f16", HostTensor::f16(vec![4], &halfs)),
-            ("c.bf16", HostTensor::bf16(vec![3, 1], &bf16s)),
-            ("d.f64", HostTensor::f64(vec![2], &[0.1, -1e300])),
-            ("e.i64", HostTensor::i64(vec![3], &[i64::MIN, -1, i64::MAX])),
-            ("f.i32", HostTensor::i32(vec![2], &[i32::MIN, 7])),
-            ("g.u32", HostTensor::u32(vec![2], &[u32::MAX, 0])),
-            ("h.u8", HostTensor::u8(vec![1, 3], &[0, 128, 255])),
-            ("i.empty", HostTensor::f32(vec![0, 5], &[])),
-            ("j.scalar", HostTensor::i64(vec![], &[42])),
+            ("a.f32", HostTensor::f32(&[2, 3], &f32s)),
+            ("b.f16", HostTensor::f16(&[4], &halfs)),
+            ("c.bf16", HostTensor::bf16(&[3, 1], &bf16s)),
+            ("d.f64", HostTensor::f64(&[2], &[0.1, -1e300])),
+            ("e.i64", HostTensor::i64(&[3], &[i64::MIN, -1, i64::MAX])),
+            ("f.i32", HostTensor::i32(&[2], &[i32::MIN, 7])),
+            ("g.u32", HostTensor::u32(&[2], &[u32::MAX, 0])),
+            ("h.u8", HostTensor::u8(&[1, 3], &[0, 128, 255])),
+            ("i.empty", HostTensor::f32(&[0, 5], &[])),
+            ("j.scalar", HostTensor::i64(&[], &[42])),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -421,7 +442,7 @@ mod tests {
         assert_eq!(f.metadata["note"], "x");
         for (k, t) in &tensors {
             let r = f.get(k).unwrap();
-            assert_eq!((r.dtype, r.shape, r.data), (t.dtype, t.shape.as_slice(), t.data.as_slice()), "{k}");
+            assert_eq!((r.dtype, dims(r.shape), r.data), (t.dtype, t.shape.clone(), t.data.as_slice()), "{k}");
         }
         assert_eq!(f.f32("a.f32").unwrap(), (vec![2, 3], f32s.to_vec()));
         assert_eq!(f.f32("b.f16").unwrap().1, vec![1.5, -2.0, 65504.0, half::f16::from_f32(6.0e-8).to_f32()]);
@@ -440,7 +461,7 @@ mod tests {
     fn wrong_dtype_missing_tensor_and_wrong_shape_name_the_tensor() {
         let d = tmp_dir("wrong");
         let p = d.join("w.safetensors");
-        let tensors = BTreeMap::from([("labels".to_string(), HostTensor::i32(vec![4], &[0, 1, 2, 3])), ("w".to_string(), HostTensor::f32(vec![2, 2], &[1.0; 4]))]);
+        let tensors = BTreeMap::from([("labels".to_string(), HostTensor::i32(&[4], &[0, 1, 2, 3])), ("w".to_string(), HostTensor::f32(&[2, 2], &[1.0; 4]))]);
         write(&p, &tensors, None).unwrap();
         let f = TensorFile::read(&p).unwrap();
         let e = f.f32("labels").unwrap_err().to_string();
@@ -460,9 +481,16 @@ mod tests {
     }
 
     #[test]
+    fn a_host_tensor_whose_bytes_do_not_fit_its_shape_is_not_written() {
+        let t = HostTensor { dtype: Dtype::F32, shape: vec![2, 3], data: vec![0; 20] };
+        let e = to_bytes(Path::new("o.safetensors"), &BTreeMap::from([("t".to_string(), t)]), None).unwrap_err().to_string();
+        assert!(e.contains("o.safetensors: cannot write") && e.contains("'t' is F32 [2, 3] but holds 20 bytes, not 24"), "{e}");
+    }
+
+    #[test]
     fn truncated_foreign_and_lying_files_are_refused() {
         let p = Path::new("x.safetensors");
-        let good = to_bytes(p, &BTreeMap::from([("t".to_string(), HostTensor::f32(vec![2, 3], &[1.0; 6]))]), None).unwrap();
+        let good = to_bytes(p, &BTreeMap::from([("t".to_string(), HostTensor::f32(&[2, 3], &[1.0; 6]))]), None).unwrap();
         assert!(TensorFile::from_bytes(p, good.clone()).is_ok());
         for cut in [0, 4, 8, 20, good.len() - 1] {
             let e = TensorFile::from_bytes(p, good[..cut].to_vec()).unwrap_err();
@@ -544,7 +572,7 @@ mod tests {
         let d = tmp_dir("concurrent");
         let p = d.join("g.safetensors");
         let versions: Vec<BTreeMap<String, HostTensor>> =
-            (0..6).map(|i| BTreeMap::from([("features".to_string(), HostTensor::f32(vec![1000 + i, 16], &vec![i as f32; (1000 + i) * 16]))])).collect();
+            (0..6).map(|i| BTreeMap::from([("features".to_string(), HostTensor::f32(&[1000 + i, 16], &vec![i as f32; (1000 + i) * 16]))])).collect();
         for _ in 0..3 {
             std::thread::scope(|s| {
                 for (i, v) in versions.iter().enumerate() {

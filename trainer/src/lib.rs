@@ -31,4 +31,4 @@ pub mod plot;
 pub mod schedule;
 pub mod train;
 
-pub use backend::{Params, TchOps, WeightsError};
+pub use backend::{Params, TchOps, TensorFileError};
