@@ -5,6 +5,7 @@
 
 pub mod heads;
 pub mod io;
+pub mod knn;
 pub mod layers;
 pub mod mobilenet;
 pub mod ops;
