@@ -63,7 +63,7 @@ fn write_checkpoint(path: &Path) {
         }
     }
     let views: Vec<(String, V)> = blobs.iter().map(|(n, s, d, t)| (n.clone(), V(s, d, *t))).collect();
-    let meta = HashMap::from([("pretext.arch".to_string(), serde_json::to_string(&cfg).unwrap())]);
+    let meta = HashMap::from([(pretext_models::tensorfile::keys::ARCH.to_string(), serde_json::to_string(&cfg).unwrap())]);
     std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
 }
 

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use pretext_models::{Backbone, BackboneConfig};
+use pretext_models::tensorfile::{keys, TensorFile};
+use pretext_models::Backbone;
 use pretext_trainer::eval::{features, knn_accuracy, linear_probe, KNN_SETTINGS};
 use pretext_trainer::finetune::{finetune, FinetuneOpts};
 use pretext_trainer::train::{eval_transform, load_splits};
@@ -51,10 +52,8 @@ fn backbone_file(p: &Path) -> PathBuf {
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let file = backbone_file(&a.checkpoint);
-    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).with_context(|| format!("{}: not a safetensors file", file.display()))?;
-    let arch = md.metadata().as_ref().and_then(|m| m.get("pretext.arch")).with_context(|| format!("{}: no 'pretext.arch' metadata (not written by pretext train?)", file.display()))?;
-    let bc: BackboneConfig = serde_json::from_str(arch).with_context(|| format!("{}: bad pretext.arch", file.display()))?;
+    let meta = TensorFile::read(&file)?.pretext()?;
+    let bc = meta.backbone().map_err(|e| e.at(&file))?.with_context(|| format!("{}: no '{}' metadata (not written by pretext train?)", file.display(), keys::ARCH))?;
     let device = pretext_trainer::device::parse_device(&a.device)?;
     let backbone = Backbone::new(&bc);
     let size = bc.default_image_size();
@@ -80,7 +79,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
                 let fte = features(&backbone, p, test.images(), &t, 512, device)?;
                 if let Protocol::Knn = a.protocol {
                     let acc = knn_accuracy(&ftr, &train.labels[..n], &fte, &test.labels, &KNN_SETTINGS, 1000);
-                    println!("{name:>12}: k-NN top-1 {:.2}% (k=20, T=0.07), {:.2}% (k=200, T=0.1)", acc[0], acc[1]);
+                    let each: Vec<String> = KNN_SETTINGS.iter().zip(&acc).map(|(s, a)| format!("{a:.2}% (k={}, T={})", s.k, s.temperature)).collect();
+                    println!("{name:>12}: k-NN top-1 {}", each.join(", "));
                 } else {
                     let acc = linear_probe(&ftr, &train.labels[..n], &fte, &test.labels, a.epochs, 0);
                     println!("{name:>12}: linear probe top-1 {acc:.2}% ({} epochs on frozen features)", a.epochs);

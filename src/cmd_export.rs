@@ -124,10 +124,8 @@ pub fn run(a: ExportArgs) -> Result<()> {
         return Ok(());
     }
     let data = a.verify_data.clone().unwrap_or_else(|| PathBuf::from("../shared/data/cifar10-jpg.tar.gz"));
-    let meta = |k: &str| model.metadata.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-    let mean: [f32; 3] = serde_json::from_str(&meta("pretext.mean"))?;
-    let std: [f32; 3] = serde_json::from_str(&meta("pretext.std"))?;
-    let size: u32 = meta("pretext.input_size").parse()?;
+    let meta = pretext_models::tensorfile::PretextMeta::from_map(&model.metadata.iter().cloned().collect())?;
+    let (Some(mean), Some(std), Some(size)) = (meta.mean, meta.std, meta.input_size) else { bail!("the exported model lacks its preprocessing metadata") };
     let x = verify::load_images(&data, a.verify_count, 97, size, mean, std).with_context(|| format!("--verify-data {}", data.display()))?;
     let mask = reference::mask_for(&resolved, x.shape()[0]);
     let extra: Vec<_> = mask.iter().flat_map(|m| [&m.keep, &m.restore]).collect();

@@ -2,12 +2,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use pretext_runtime::knn::{argmax, exact_topk, l2_normalize_rows, vote};
-use pretext_runtime::{Gallery, KnnParams};
+use pretext_runtime::{build_gallery, knn_eval, Gallery, KnnParams, Source};
 
-use crate::cmd_extract::{ModelArgs, Source};
+use crate::cmd_extract::ModelArgs;
 
 #[derive(Args)]
 pub struct KnnArgs {
@@ -89,14 +88,9 @@ fn build(a: BuildArgs) -> Result<()> {
     let e = a.model_args.open(&a.model)?;
     let src = Source::resolve(std::slice::from_ref(&a.data), Some(&a.split))?;
     let items = src.items(a.limit);
-    let labels: Vec<u32> = items
-        .iter()
-        .map(|&it| src.label(it).with_context(|| format!("{} has no class label (detection dataset?)", src.name(it))))
-        .collect::<Result<_>>()?;
     let t0 = Instant::now();
-    let feats = src.extract(&e, &items, a.batch_size, "knn build: embedding")?;
+    let g = build_gallery(&e, &src, &items, a.batch_size)?;
     let secs = t0.elapsed().as_secs_f64();
-    let g = Gallery::new(feats, labels, src.classes(), e.info().sha256.clone(), e.info().display_name())?;
     g.save(&a.out)?;
     println!(
         "gallery {}: {} images x {} dims, {} classes, model sha256 {} ({:.1} images/s with {})",
@@ -104,7 +98,7 @@ fn build(a: BuildArgs) -> Result<()> {
         g.len(),
         g.dim(),
         g.classes.len(),
-        &g.model_sha256[..12],
+        g.model_sha256.get(..12).unwrap_or(&g.model_sha256),
         g.len() as f64 / secs.max(1e-9),
         e.backend().name()
     );
@@ -123,84 +117,40 @@ fn classify(a: ClassifyArgs) -> Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i]
-}
-
 fn eval(a: EvalArgs) -> Result<()> {
     let e = a.model_args.open(&a.model)?;
     let g = Gallery::load_for(&a.gallery, &e)?;
     let src = Source::resolve(std::slice::from_ref(&a.data), Some(&a.split))?;
-    if src.classes() != g.classes {
-        bail!("dataset classes {:?} differ from the gallery's {:?}", src.classes(), g.classes);
-    }
     let items = src.items(a.limit);
-    let labels: Vec<u32> = items.iter().map(|&it| src.label(it).with_context(|| format!("{} has no label", src.name(it)))).collect::<Result<_>>()?;
-    // Throughput: batched extraction of the whole split, then chunked exact search.
-    let t0 = Instant::now();
-    let mut q = src.extract(&e, &items, a.batch_size, "knn eval: embedding")?;
-    let t_extract = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    l2_normalize_rows(&mut q);
-    let settings = [KnnParams::default(), KnnParams::K200];
-    let kmax = settings.iter().map(|s| s.k).max().unwrap_or(1);
-    let nbs = exact_topk(g.features.view(), q.view(), kmax);
-    let t_search = t1.elapsed().as_secs_f64();
+    let r = knn_eval(&e, &g, &src, &items, a.batch_size, a.latency_samples)?;
     println!(
         "k-NN eval of {} on {} split `{}` ({} images) against {} ({} images, {} dims), backend {}",
         e.info().display_name(),
         a.data.display(),
         a.split,
-        items.len(),
+        r.n,
         a.gallery.display(),
         g.len(),
         g.dim(),
         e.backend().name()
     );
-    for s in settings {
-        let correct = nbs
-            .iter()
-            .zip(&labels)
-            .filter(|(nb, &y)| argmax(&vote(&nb[..s.k.min(nb.len())], &g.labels, g.classes.len(), s.temperature)) == y as usize)
-            .count();
-        println!(
-            "  k={:<3} T={:<4}  top-1 accuracy {:.2}% ({correct}/{})",
-            s.k,
-            s.temperature,
-            100.0 * correct as f64 / items.len().max(1) as f64,
-            items.len()
-        );
+    for &(s, correct) in &r.correct {
+        println!("  k={:<3} T={:<4}  top-1 accuracy {:.2}% ({correct}/{})", s.k, s.temperature, 100.0 * correct as f64 / r.n.max(1) as f64, r.n);
     }
-    let n = items.len() as f64;
     println!(
         "  throughput: {:.1} images/s end to end (extract {:.2}s at batch {}, search+vote {:.3}s)",
-        n / (t_extract + t_search).max(1e-9),
-        t_extract,
+        r.n as f64 / (r.extract_secs + r.search_secs).max(1e-9),
+        r.extract_secs,
         a.batch_size,
-        t_search
+        r.search_secs
     );
-    // Latency: one image at a time, preprocess + inference + search + vote.
-    let m = a.latency_samples.min(items.len());
-    let mut lat = Vec::with_capacity(m);
-    for &it in items.iter().take(m) {
-        let t = Instant::now();
-        let x = src.preprocess(&e, it)?;
-        let f = e.features_from_chw(&[x])?;
-        let pred = g.classify_one(f.row(0).as_slice().expect("row"), KnnParams::default())?;
-        std::hint::black_box(pred.class);
-        lat.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    lat.sort_by(|a, b| a.total_cmp(b));
+    let m = r.latency_ms.len();
     if m > 0 {
         println!(
             "  latency per image (batch 1, {m} images): p50 {:.2} ms, p90 {:.2} ms ({:.1} images/s sequential)",
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.9),
-            1e3 * m as f64 / lat.iter().sum::<f64>()
+            r.latency_quantile(0.5),
+            r.latency_quantile(0.9),
+            1e3 * m as f64 / r.latency_ms.iter().sum::<f64>()
         );
     }
     Ok(())

@@ -125,7 +125,7 @@ fn max_abs_diff(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>) -> f32 {
 }
 
 /// `(correct, total)` of the `pretext knn eval` line for `k`.
-fn cli_correct(log: &str, k: i64) -> (usize, usize) {
+fn cli_correct(log: &str, k: usize) -> (usize, usize) {
     let line = log.lines().find(|l| l.trim_start().starts_with(&format!("k={k} "))).unwrap_or_else(|| panic!("no k={k} line in:\n{log}"));
     let frac = line.rsplit('(').next().unwrap().trim_end_matches(')');
     let (c, n) = frac.split_once('/').unwrap();
@@ -174,8 +174,7 @@ fn runtime_reproduces_trainer_features_and_knn() {
     let fte = features(&backbone, &params, queries.images(), &t, 500, Device::Cpu).unwrap();
     let trainer_acc = knn_accuracy(&ftr, &gallery.labels, &fte, &queries.labels, &KNN_SETTINGS, 1000);
     // The two k-NN implementations alone, on the very same (tch) features.
-    let settings: Vec<KnnParams> = KNN_SETTINGS.iter().map(|&(k, t)| KnnParams { k: k as usize, temperature: t as f32 }).collect();
-    let rt_on_tch = pretext_runtime::knn::knn_accuracy(&to_rows(&ftr), &gallery.labels, &to_rows(&fte), &queries.labels, 10, &settings).unwrap();
+    let rt_on_tch = pretext_runtime::knn::knn_accuracy(&to_rows(&ftr), &gallery.labels, &to_rows(&fte), &queries.labels, 10, &KNN_SETTINGS).unwrap();
     for (si, (&r, &tr)) in rt_on_tch.iter().zip(&trainer_acc).enumerate() {
         assert_eq!((r * QUERIES as f64).round(), (tr * QUERIES as f64 / 100.0).round(), "setting {si}: runtime k-NN on tch features {r} vs trainer {tr}%");
     }
@@ -202,20 +201,19 @@ fn runtime_reproduces_trainer_features_and_knn() {
     let mut fq_n = fq.clone();
     pretext_runtime::knn::l2_normalize_rows(&mut fq_n);
     let nbs = pretext_runtime::knn::exact_topk(built.features.view(), fq_n.view(), 201);
-    for &(k, t) in &KNN_SETTINGS {
-        let k = k as usize;
+    for &KnnParams { k, temperature: t } in &KNN_SETTINGS {
         let boundary = nbs.iter().map(|nb| nb[k - 1].sim - nb[k].sim).fold(f32::INFINITY, f32::min);
         let margin = nbs
             .iter()
             .map(|nb| {
-                let mut v = pretext_runtime::knn::vote(&nb[..k], &built.labels, 10, t as f32);
+                let mut v = pretext_runtime::knn::vote(&nb[..k], &built.labels, 10, t);
                 v.sort_by(|a, b| b.total_cmp(a));
                 (v[0] - v[1]) / v[0]
             })
             .fold(f32::INFINITY, f32::min);
         eprintln!("k={k}: smallest top-k boundary gap {boundary:.2e}, smallest relative top-2 vote margin {margin:.2e}");
     }
-    for (si, &(k, _)) in KNN_SETTINGS.iter().enumerate() {
+    for (si, &KnnParams { k, .. }) in KNN_SETTINGS.iter().enumerate() {
         let (correct, n) = cli_correct(&log, k);
         assert_eq!(n, QUERIES);
         let runtime_acc = 100.0 * correct as f64 / n as f64;

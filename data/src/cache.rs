@@ -4,7 +4,7 @@
 //! Layout: `b"PTXDSET\0"`, `u32` version, `u64` metadata length, metadata
 //! (JSON), `u64` pixel length, pixels, then sha256 of everything before it.
 //! A file whose magic, version, lengths or checksum do not match is rebuilt.
-//! Files are written to a unique temp file in the same directory and renamed;
+//! Files are written atomically ([`pretext_models::io::atomic_write_with`]);
 //! writing one removes older caches of a source with the same file name.
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -31,14 +31,8 @@ pub(crate) fn cache_path(dir: &Path, source: &Path, opts: &OpenOptions) -> Resul
 
 pub(crate) fn write(file: &Path, d: &Dataset) -> Result<()> {
     let fail = |reason: String| DataError::CacheWrite { path: file.to_path_buf(), reason };
-    let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     let meta = serde_json::to_vec(d).map_err(|e| fail(e.to_string()))?;
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{}.tmp{}-{n}", file.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+    pretext_models::io::atomic_write_with(file, |f| {
         let mut h = Sha256::new();
         let mut put = |bytes: &[u8]| -> std::io::Result<()> {
             h.update(bytes);
@@ -51,13 +45,9 @@ pub(crate) fn write(file: &Path, d: &Dataset) -> Result<()> {
         put(&(d.pixels.len() as u64).to_le_bytes())?;
         put(&d.pixels)?;
         let sum: [u8; 32] = h.finalize().into();
-        f.write_all(&sum)?;
-        f.into_inner().map_err(|e| e.into_error())?.sync_all()
-    })();
-    if let Err(e) = res.and_then(|_| std::fs::rename(&tmp, file)) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(fail(e.to_string()));
-    }
+        f.write_all(&sum)
+    })
+    .map_err(|e| fail(e.to_string()))?;
     prune(file);
     Ok(())
 }

@@ -3,16 +3,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a safetensors file ({reason})")]
-    Foreign { path: PathBuf, reason: String },
-    #[error("{path}: missing tensor '{key}' (the model expects shape {expected:?})")]
-    Missing { path: PathBuf, key: String, expected: Vec<i64> },
-    #[error("{path}: tensor '{key}' has shape {found:?}, the model expects {expected:?}")]
-    Shape { path: PathBuf, key: String, expected: Vec<i64>, found: Vec<i64> },
-    #[error("{path}: tensor '{key}' has unsupported dtype {dtype}")]
-    Dtype { path: PathBuf, key: String, dtype: String },
+    /// Reading the checkpoint: the file, tensor and shapes involved.
+    #[error(transparent)]
+    File(#[from] pretext_models::tensorfile::TensorFileError),
     #[error("{path}: cannot tell the architecture: {reason}")]
     Arch { path: PathBuf, reason: String },
     /// A head the file lists that this exporter cannot express.

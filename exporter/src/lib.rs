@@ -26,9 +26,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use pretext_models::layers::Linear;
-use pretext_models::{Backbone, BackboneConfig, HeadSpec, ParamSpec, HEADS_KEY, PREFIX_KEY};
+use pretext_models::tensorfile::{keys, PretextMeta};
+use pretext_models::{Backbone, BackboneConfig, HeadSpec, ParamSpec};
 
-pub use checkpoint::{Checkpoint, ARCH_KEY};
+pub use checkpoint::Checkpoint;
 pub use error::ExportError;
 pub use graph::{Dim, Elem, Graph, Model, ValueInfo, PROTOBUF_LIMIT};
 pub use recorder::OnnxOps;
@@ -109,8 +110,8 @@ pub struct ExportReport {
 /// field holding the config or a backbone name).
 pub fn arch_from_checkpoint(ckpt: &Checkpoint) -> Result<BackboneConfig, ExportError> {
     let bad = |reason: String| ExportError::Arch { path: ckpt.path.clone(), reason };
-    if let Some(j) = ckpt.metadata.get(ARCH_KEY) {
-        return serde_json::from_str(j).map_err(|e| bad(format!("metadata {ARCH_KEY} is not a backbone config: {e}")));
+    if let Some(c) = ckpt.pretext()?.backbone().map_err(|e| bad(e.to_string()))? {
+        return Ok(c);
     }
     let stem = ckpt.path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     for sib in [ckpt.path.with_file_name(format!("{stem}.json")), ckpt.path.with_file_name("config.json")] {
@@ -122,7 +123,7 @@ pub fn arch_from_checkpoint(ckpt: &Checkpoint) -> Result<BackboneConfig, ExportE
         }
         return serde_json::from_value(arch.clone()).map_err(|e| bad(format!("{}: not a backbone config: {e}", sib.display())));
     }
-    Err(bad(format!("no `{ARCH_KEY}` metadata and no sibling config; pass --arch")))
+    Err(bad(format!("no `{}` metadata and no sibling config; pass --arch", keys::ARCH)))
 }
 
 /// The classifier path of an architecture (`fc`, `head`, `classifier.1`).
@@ -171,8 +172,7 @@ pub const IDS_RESTORE_INPUT: &str = "ids_restore";
 /// The heads a file lists in its `pretext.heads` metadata, by export name
 /// (each still JSON: one head this exporter cannot read must not hide the others).
 pub fn listed_heads(ckpt: &Checkpoint) -> Result<BTreeMap<String, serde_json::Value>, ExportError> {
-    let Some(j) = ckpt.metadata.get(HEADS_KEY) else { return Ok(BTreeMap::new()) };
-    serde_json::from_str(j).map_err(|e| ExportError::Head { path: ckpt.path.clone(), head: "*".into(), reason: format!("metadata {HEADS_KEY} is not a JSON object of heads: {e}") })
+    Ok(ckpt.pretext()?.heads.unwrap_or_default())
 }
 
 /// The head `name`: one listed in the file's `pretext.heads`, or the
@@ -184,7 +184,7 @@ fn head_from_checkpoint(ckpt: &Checkpoint, config: &BackboneConfig, prefix: &str
         return serde_json::from_value(v.clone()).map(Head::Spec).map_err(|e| ExportError::Head {
             path: ckpt.path.clone(),
             head: name.into(),
-            reason: format!("{HEADS_KEY} describes it as {v}, which this exporter cannot express: {e}"),
+            reason: format!("{} describes it as {v}, which this exporter cannot express: {e}", keys::HEADS),
         });
     }
     let cls = classifier_path(config);
@@ -196,7 +196,7 @@ fn head_from_checkpoint(ckpt: &Checkpoint, config: &BackboneConfig, prefix: &str
     if cls_weight.is_some() {
         available.push(format!("{cls} (the classifier)"));
     }
-    let available = if available.is_empty() { format!("no heads (no {HEADS_KEY} metadata and no classifier '{cls}.weight')") } else { available.join(", ") };
+    let available = if available.is_empty() { format!("no heads (no {} metadata and no classifier '{cls}.weight')", keys::HEADS) } else { available.join(", ") };
     Err(ExportError::UnknownHead { path: ckpt.path.clone(), head: name.into(), available })
 }
 
@@ -222,7 +222,7 @@ pub fn tensor_prefix(ckpt: &Checkpoint, opts: &ExportOptions) -> String {
     if !opts.prefix.is_empty() {
         return opts.prefix.clone();
     }
-    ckpt.metadata.get(PREFIX_KEY).cloned().unwrap_or_default()
+    ckpt.metadata.get(keys::PREFIX).cloned().unwrap_or_default()
 }
 
 /// Applies the options to the config (run resolution), splits off the
@@ -336,19 +336,20 @@ pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) 
     report.unused = ckpt.tensors.keys().filter(|k| k.starts_with(&prefix) && !used.contains(*k)).cloned().collect();
     // Every node, the passes' and fusions' included, must exist at the chosen opset.
     opsets::check(&g, opts.opset)?;
-    let mut metadata = metadata(&config, ckpt, opts, size, backbone.embed_dim());
+    let mut metadata = metadata(&config, &ckpt.pretext()?, opts, size, backbone.embed_dim());
     if let Some(doc) = mask_doc {
-        metadata.push(("pretext.mask_inputs".into(), doc));
+        metadata.mask_inputs = Some(doc);
     }
+    let mut metadata: Vec<(String, String)> = metadata.to_map().into_iter().collect();
+    metadata.sort();
     let model = Model { graph: g, opset: opts.opset, ir_version: ir_version_for(opts.opset), producer_version: env!("CARGO_PKG_VERSION").into(), metadata };
     Ok((model, report))
 }
 
 /// The `pretext.*` metadata props the runtime reads.
-fn metadata(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions, size: i64, embed_dim: i64) -> Vec<(String, String)> {
-    let meta = |k: &str| ckpt.metadata.get(k).cloned();
-    let dataset = opts.dataset.clone().or_else(|| meta("pretext.dataset")).unwrap_or_else(|| "unknown".into());
-    let method = opts.method.clone().or_else(|| meta("pretext.method")).unwrap_or_else(|| "none".into());
+fn metadata(config: &BackboneConfig, meta: &PretextMeta, opts: &ExportOptions, size: i64, embed_dim: i64) -> PretextMeta {
+    let dataset = opts.dataset.clone().or_else(|| meta.dataset.clone()).unwrap_or_else(|| "unknown".into());
+    let method = opts.method.clone().or_else(|| meta.method.clone()).unwrap_or_else(|| "none".into());
     let cifar_sized = size <= 64;
     let cifar_stats = dataset.to_lowercase().contains("cifar") || (cifar_sized && dataset == "unknown");
     let (mean, std) = if cifar_stats { (CIFAR_MEAN, CIFAR_STD) } else { (IMAGENET_MEAN, IMAGENET_STD) };
@@ -356,30 +357,28 @@ fn metadata(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions, si
     // `pretext train` records the eval preprocessing its k-NN used (ImageNet
     // statistics on every dataset); prefer it to the guesses above, the resize
     // only when exporting at the recorded input size.
-    let stats = |k: &str| meta(k).and_then(|v| serde_json::from_str::<[f32; 3]>(&v).ok());
-    let (mean, std) = match (stats("pretext.mean"), stats("pretext.std")) {
+    let (mean, std) = match (meta.mean, meta.std) {
         (Some(m), Some(s)) => (m, s),
         _ => (mean, std),
     };
-    let int = |k: &str| meta(k).and_then(|v| v.parse::<i64>().ok());
-    let resize = match (int("pretext.input_size"), int("pretext.resize")) {
-        (Some(s), Some(r)) if s == size => r,
+    let resize = match (meta.input_size, meta.resize) {
+        (Some(s), Some(r)) if s as i64 == size => r as i64,
         _ => resize,
     };
-    let json = |v: [f32; 3]| serde_json::to_string(&v).expect("floats");
-    vec![
-        ("pretext.arch".into(), serde_json::to_string(config).expect("config serialises")),
-        ("pretext.embed_dim".into(), embed_dim.to_string()),
-        ("pretext.input_size".into(), size.to_string()),
-        ("pretext.resize".into(), resize.to_string()),
-        ("pretext.mean".into(), json(opts.mean.unwrap_or(mean))),
-        ("pretext.std".into(), json(opts.std.unwrap_or(std))),
-        ("pretext.channel_order".into(), "RGB".into()),
-        ("pretext.output".into(), FEATURES_OUTPUT.into()),
-        ("pretext.method".into(), method),
-        ("pretext.dataset".into(), dataset),
-        ("pretext.producer".into(), format!("pretext {}", env!("CARGO_PKG_VERSION"))),
-    ]
+    PretextMeta {
+        arch: serde_json::to_value(config).ok(),
+        embed_dim: Some(embed_dim as usize),
+        input_size: Some(size as u32),
+        resize: Some(resize as u32),
+        mean: Some(opts.mean.unwrap_or(mean)),
+        std: Some(opts.std.unwrap_or(std)),
+        channel_order: Some("RGB".into()),
+        output: Some(FEATURES_OUTPUT.into()),
+        method: Some(method),
+        dataset: Some(dataset),
+        producer: Some(format!("pretext {}", env!("CARGO_PKG_VERSION"))),
+        ..Default::default()
+    }
 }
 
 /// Loads a checkpoint, exports it and writes `out`; returns the report and files written.

@@ -147,7 +147,7 @@ impl Ops for OnnxOps<'_> {
                 self.graph.inits.insert(path.to_string(), Const::F32(a.clone()));
                 path.to_string()
             }
-            None => self.fail(ExportError::Missing { path: self.ckpt.path.clone(), key, expected: vec![] }),
+            None => self.fail(pretext_models::tensorfile::TensorFileError::Missing { path: self.ckpt.path.clone(), key, expected: vec![] }.into()),
         }
     }
     fn conv2d(&mut self, name: &str, x: &String, w: &String, b: Option<&String>, a: ConvArgs) -> String {

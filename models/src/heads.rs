@@ -373,7 +373,7 @@ impl HeadSpec {
 
 /// Safetensors metadata key of a file's heads: a JSON object, export name ->
 /// [`HeadSpec`]; its keys are exactly the names `pretext export --with-head` accepts.
-pub const HEADS_KEY: &str = "pretext.heads";
+pub const HEADS_KEY: &str = crate::tensorfile::keys::HEADS;
 /// Safetensors metadata key of the prefix under which a file stores the
 /// exportable network (`student.` in a run's checkpoint, absent when plain).
-pub const PREFIX_KEY: &str = "pretext.prefix";
+pub const PREFIX_KEY: &str = crate::tensorfile::keys::PREFIX;

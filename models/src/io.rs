@@ -1,32 +1,47 @@
-//! File output shared by the trainer (checkpoints, run configs) and the
-//! exporter (ONNX files and their external data): libtorch-free, so both
-//! crates use the one implementation.
+//! Atomic file output, the one writer of every file a user keeps: checkpoints,
+//! `backbone.safetensors`, ONNX files and their external data, galleries,
+//! `pretext extract` outputs, run configs and the data cache. Libtorch-free,
+//! so the trainer, exporter, runtime and data crates share it.
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Writes `bytes` to `path` via a temp file in the same folder, fsync and a
-/// rename, so a kill mid-write never leaves a truncated file behind.
-/// Creates the parent folder. The temp name carries the process id and a
-/// per-process counter, so concurrent writers (threads or processes) of the
-/// same path never share a temp file; the last rename wins. On error the
-/// temp file is removed.
+/// Writes `bytes` to `path` atomically (see [`atomic_write_with`]).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    atomic_write_with(path, |w| w.write_all(bytes))
+}
+
+/// Streams `write`'s output to `path` via a temp file in the same folder:
+/// buffered write, fsync, rename, then fsync of the folder, so neither a kill
+/// nor a power cut leaves a truncated file behind. Creates the parent folder.
+/// The temp name carries the process id and a per-process counter, so
+/// concurrent writers (threads or processes) of the same path never share a
+/// temp file; the last rename wins. On error the temp file is removed.
+pub fn atomic_write_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        write(&mut f)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result
+    result?;
+    sync_dir(dir)
+}
+
+/// Makes a rename in `dir` durable (a no-op where folders cannot be opened).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -74,6 +89,22 @@ mod tests {
         std::fs::create_dir_all(d.join("taken")).unwrap();
         assert!(atomic_write(&d.join("taken"), b"x").is_err());
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1, "the temp file is removed on error");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A writer that fails half way leaves the previous file intact and no temp file.
+    #[test]
+    fn failing_writer_keeps_the_old_file() {
+        let d = tmp_dir("failing");
+        let p = d.join("f.bin");
+        atomic_write(&p, b"old").unwrap();
+        let e = atomic_write_with(&p, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1, "no temp file left");
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -6,11 +6,13 @@
 pub mod flops;
 pub mod heads;
 pub mod io;
+pub mod knn;
 pub mod layers;
 pub mod mobilenet;
 pub mod ops;
 pub mod resnet;
 pub mod scoped;
+pub mod tensorfile;
 pub mod vit;
 
 pub use heads::{Act, HeadBlock, HeadSpec, Layer, MaeDecoder, MlpHead, Norm, HEADS_KEY, PREFIX_KEY};

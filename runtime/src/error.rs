@@ -35,8 +35,16 @@ pub enum RuntimeError {
     Preprocess(#[from] PreprocessError),
     #[error("gallery {} was built by model {} (sha256 {}, embedding dim {}), but the model in use is {} (sha256 {}, embedding dim {}); rebuild the gallery with this model", .0.path.display(), .0.gallery_model, .0.gallery_hash, .0.gallery_dim, .0.model, .0.model_hash, .0.model_dim)]
     GalleryMismatch(Box<GalleryMismatch>),
+    /// Reading or writing a tensor file (gallery, features): file, key, shapes.
+    #[error(transparent)]
+    File(#[from] pretext_models::tensorfile::TensorFileError),
     #[error("gallery {path}: {reason}")]
     Gallery { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Data(#[from] pretext_data::DataError),
+    /// An input that is no image, folder of images or dataset; an unlabeled image where labels are needed.
+    #[error("{path}: {reason}")]
+    Source { path: PathBuf, reason: String },
     #[error("k-NN: {0}")]
     Knn(String),
 }

@@ -18,20 +18,9 @@ use crate::backend::Backend;
 use crate::tract_backend::{proto_outputs, read_proto, TractOptions};
 use crate::RuntimeError;
 
-/// The metadata keys of the exporter/runtime contract.
-pub mod keys {
-    pub const ARCH: &str = "pretext.arch";
-    pub const EMBED_DIM: &str = "pretext.embed_dim";
-    pub const INPUT_SIZE: &str = "pretext.input_size";
-    pub const RESIZE: &str = "pretext.resize";
-    pub const MEAN: &str = "pretext.mean";
-    pub const STD: &str = "pretext.std";
-    pub const CHANNEL_ORDER: &str = "pretext.channel_order";
-    pub const OUTPUT: &str = "pretext.output";
-    pub const METHOD: &str = "pretext.method";
-    pub const DATASET: &str = "pretext.dataset";
-    pub const PRODUCER: &str = "pretext.producer";
-}
+/// The metadata keys of the exporter/runtime contract (read through [`PretextMeta`]).
+pub use pretext_models::tensorfile::keys;
+use pretext_models::tensorfile::PretextMeta;
 
 /// Which backend runs the graph.
 #[derive(Debug, Clone, Default)]
@@ -131,41 +120,27 @@ impl ExtractorBuilder {
             value: value.to_string(),
             reason,
         };
-        let get_u32 = |key: &'static str| -> Result<Option<u32>, RuntimeError> {
-            metadata
-                .get(key)
-                .map(|v| v.trim().parse::<u32>().map_err(|e| bad(key, v, e.to_string())))
-                .transpose()
-        };
-        let get_vec3 = |key: &'static str| -> Result<Option<[f32; 3]>, RuntimeError> {
-            metadata
-                .get(key)
-                .map(|v| {
-                    let xs: Vec<f32> = serde_json::from_str(v).map_err(|e| bad(key, v, e.to_string()))?;
-                    <[f32; 3]>::try_from(xs.as_slice()).map_err(|_| bad(key, v, format!("expected 3 numbers, got {}", xs.len())))
-                })
-                .transpose()
-        };
-        if let Some(order) = metadata.get(keys::CHANNEL_ORDER) {
+        let meta = PretextMeta::from_map(&metadata).map_err(|e| bad(e.key, &e.value, e.reason))?;
+        if let Some(order) = &meta.channel_order {
             if order != "RGB" {
                 return Err(bad(keys::CHANNEL_ORDER, order, "only RGB is supported".into()));
             }
         }
         let input_size = match self.input_size {
             Some(s) => s,
-            None => get_u32(keys::INPUT_SIZE)?.ok_or_else(|| missing(keys::INPUT_SIZE, "ExtractorBuilder::input_size / --input-size"))?,
+            None => meta.input_size.ok_or_else(|| missing(keys::INPUT_SIZE, "ExtractorBuilder::input_size / --input-size"))?,
         };
         let resize = match self.resize {
             Some(s) => s,
-            None => get_u32(keys::RESIZE)?.ok_or_else(|| missing(keys::RESIZE, "ExtractorBuilder::resize / --resize"))?,
+            None => meta.resize.ok_or_else(|| missing(keys::RESIZE, "ExtractorBuilder::resize / --resize"))?,
         };
         let mean = match self.mean {
             Some(m) => m,
-            None => get_vec3(keys::MEAN)?.ok_or_else(|| missing(keys::MEAN, "ExtractorBuilder::mean / --mean"))?,
+            None => meta.mean.ok_or_else(|| missing(keys::MEAN, "ExtractorBuilder::mean / --mean"))?,
         };
         let std = match self.std {
             Some(s) => s,
-            None => get_vec3(keys::STD)?.ok_or_else(|| missing(keys::STD, "ExtractorBuilder::std / --std"))?,
+            None => meta.std.ok_or_else(|| missing(keys::STD, "ExtractorBuilder::std / --std"))?,
         };
         let transform = EvalTransform { resize, crop: input_size, mean, std };
         transform.validate()?;
@@ -186,7 +161,7 @@ impl ExtractorBuilder {
         }
         let outputs = backend.output_names().to_vec();
         // The features output: the one `pretext.embed_dim` describes.
-        let features = metadata.get(keys::OUTPUT).cloned().or_else(|| (outputs.len() == 1).then(|| outputs[0].clone()));
+        let features = meta.output.clone().or_else(|| (outputs.len() == 1).then(|| outputs[0].clone()));
         let output = match self.output.or_else(|| features.clone()) {
             Some(o) => o,
             None => return Err(missing(keys::OUTPUT, "ExtractorBuilder::output / --output (the graph has several outputs)")),
@@ -196,7 +171,7 @@ impl ExtractorBuilder {
             .position(|o| *o == output)
             .ok_or_else(|| RuntimeError::NoSuchOutput { path: path.clone(), output: output.clone(), available: outputs.clone() })?;
         let (embed_dim, output_shape) = if features.as_deref() == Some(output.as_str()) {
-            (self.embed_dim.or(get_u32(keys::EMBED_DIM)?.map(|d| d as usize)), None)
+            (self.embed_dim.or(meta.embed_dim), None)
         } else {
             let dims = proto_outputs(&proto).into_iter().find(|(n, _)| *n == output).and_then(|(_, d)| d);
             let declared = dims.as_ref().and_then(|d| d.iter().skip(1).copied().product::<Option<usize>>());

@@ -5,10 +5,11 @@
 //! top-k neighbours, weights `exp(sim / T)`, class score = sum of the weights of
 //! the neighbours with that label; the prediction is the highest score (the lowest
 //! class index on a tie). Defaults `k = 20, T = 0.07`; DINO also reports `k = 200, T = 0.1`.
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, ArrayView2, Axis};
+use pretext_models::tensorfile::{self, Dtype, HostTensor, TensorFile, TensorFileError};
 use rayon::prelude::*;
 
 use crate::RuntimeError;
@@ -17,23 +18,8 @@ use crate::RuntimeError;
 pub const GALLERY_VERSION: &str = "1";
 const GALLERY_FORMAT: &str = "pretext-gallery";
 
-/// `(k, T)` of the vote.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KnnParams {
-    pub k: usize,
-    pub temperature: f32,
-}
-
-impl Default for KnnParams {
-    fn default() -> Self {
-        KnnParams { k: 20, temperature: 0.07 }
-    }
-}
-
-impl KnnParams {
-    /// DINO's second setting.
-    pub const K200: KnnParams = KnnParams { k: 200, temperature: 0.1 };
-}
+/// `(k, T)` of the vote and the two standard settings, shared with the trainer.
+pub use pretext_models::knn::{KnnParams, KNN_SETTINGS};
 
 /// L2-normalizes each row in place (a zero row stays zero).
 pub fn l2_normalize_rows(x: &mut Array2<f32>) {
@@ -464,76 +450,60 @@ impl Gallery {
 
     /// Writes a safetensors file: tensors `features` (F32 `[N, D]`) and `labels`
     /// (I64 `[N]`); metadata `format`, `version`, `model_sha256`, `model_name`,
-    /// `embed_dim`, `classes` (JSON). Written to a temp file, then renamed.
+    /// `embed_dim`, `classes` (JSON). Written atomically.
     pub fn save(&self, path: &Path) -> Result<(), RuntimeError> {
-        use safetensors::tensor::{Dtype, TensorView};
-        let feats: Vec<u8> = self.features.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let labels: Vec<u8> = self.labels.iter().flat_map(|v| (*v as i64).to_le_bytes()).collect();
         let (n, d) = self.features.dim();
-        let gerr = |reason: String| RuntimeError::Gallery { path: path.to_path_buf(), reason };
-        let tensors = vec![
-            ("features", TensorView::new(Dtype::F32, vec![n, d], &feats).map_err(|e| gerr(e.to_string()))?),
-            ("labels", TensorView::new(Dtype::I64, vec![n], &labels).map_err(|e| gerr(e.to_string()))?),
-        ];
+        let feats: Vec<f32> = self.features.iter().copied().collect();
+        let labels: Vec<i64> = self.labels.iter().map(|&v| v as i64).collect();
+        let tensors = BTreeMap::from([("features".to_string(), HostTensor::f32(&[n, d], &feats)), ("labels".to_string(), HostTensor::i64(&[n], &labels))]);
         let meta: HashMap<String, String> = [
             ("format", GALLERY_FORMAT.to_string()),
             ("version", GALLERY_VERSION.to_string()),
             ("model_sha256", self.model_sha256.clone()),
             ("model_name", self.model_name.clone()),
             ("embed_dim", d.to_string()),
-            ("classes", serde_json::to_string(&self.classes).expect("strings serialize")),
+            ("classes", serde_json::to_string(&self.classes).unwrap_or_default()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let tmp = path.with_extension("safetensors.tmp");
-        safetensors::serialize_to_file(tensors, Some(meta), &tmp).map_err(|e| gerr(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|source| RuntimeError::Io { path: path.to_path_buf(), source })
+        Ok(tensorfile::write(path, &tensors, Some(meta))?)
     }
 
     /// Reads a gallery file (format and version checked).
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {
+        let file = TensorFile::read(path)?;
         let gerr = |reason: String| RuntimeError::Gallery { path: path.to_path_buf(), reason };
-        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Io { path: path.to_path_buf(), source })?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| gerr(format!("not a safetensors file: {e}")))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        let field = |k: &str| meta.get(k).cloned().ok_or_else(|| gerr(format!("metadata `{k}` missing (not a pretext gallery?)")));
+        let bad = |key: &str, reason: &str| TensorFileError::Meta { path: path.into(), key: key.into(), value: file.metadata.get(key).cloned().unwrap_or_default(), reason: reason.into() };
+        let field = |k: &str| file.meta_str(k).map_err(|_| bad(k, "missing (not a pretext gallery?)"));
         if field("format")? != GALLERY_FORMAT {
-            return Err(gerr("not a pretext gallery (metadata format differs)".into()));
+            return Err(bad("format", "not a pretext gallery").into());
         }
-        let version = field("version")?;
-        if version != GALLERY_VERSION {
-            return Err(gerr(format!("gallery version {version}; this build reads version {GALLERY_VERSION}")));
+        if field("version")? != GALLERY_VERSION {
+            return Err(bad("version", &format!("this build reads version {GALLERY_VERSION}")).into());
         }
-        let classes: Vec<String> = serde_json::from_str(&field("classes")?).map_err(|e| gerr(format!("bad `classes`: {e}")))?;
+        let classes: Vec<String> = serde_json::from_str(field("classes")?).map_err(|e| bad("classes", &e.to_string()))?;
         if classes.is_empty() {
-            return Err(gerr("metadata `classes` is empty; a gallery needs at least one class".into()));
+            return Err(bad("classes", "empty; a gallery needs at least one class").into());
         }
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| gerr(e.to_string()))?;
-        let f = st.tensor("features").map_err(|e| gerr(format!("tensor `features`: {e}")))?;
-        let l = st.tensor("labels").map_err(|e| gerr(format!("tensor `labels`: {e}")))?;
-        if f.dtype() != safetensors::Dtype::F32 || f.shape().len() != 2 {
-            return Err(gerr(format!("tensor `features` is {:?} {:?}; expected F32 [N, D]", f.dtype(), f.shape())));
-        }
-        if l.dtype() != safetensors::Dtype::I64 || l.shape() != [f.shape()[0]] {
-            return Err(gerr(format!("tensor `labels` is {:?} {:?}; expected I64 [{}]", l.dtype(), l.shape(), f.shape()[0])));
-        }
-        let (n, d) = (f.shape()[0], f.shape()[1]);
-        let embed_dim: usize = field("embed_dim")?.parse().map_err(|e| gerr(format!("bad `embed_dim`: {e}")))?;
+        let f = file.expect("features", Dtype::F32, &[None, None], "F32 [N, D]")?;
+        let (n, d) = (f.shape[0], f.shape[1]);
+        file.expect("labels", Dtype::I64, &[Some(n)], &format!("I64 [{n}]"))?;
+        let embed_dim: usize = field("embed_dim")?.parse().map_err(|e: std::num::ParseIntError| bad("embed_dim", &e.to_string()))?;
         if embed_dim != d {
-            return Err(gerr(format!("metadata embed_dim {embed_dim} but features are [{n}, {d}]")));
+            return Err(bad("embed_dim", &format!("the features are [{n}, {d}]")).into());
         }
-        let feats: Vec<f32> = f.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-        let labels: Vec<i64> = l.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let (_, feats) = file.f32("features")?;
+        let (_, labels) = file.i64("labels")?;
         if let Some(bad) = labels.iter().find(|v| **v < 0 || **v as usize >= classes.len()) {
             return Err(gerr(format!("label {bad} out of range for {} classes", classes.len())));
         }
         Ok(Gallery {
-            features: Array2::from_shape_vec((n, d), feats).expect("sizes checked"),
+            features: Array2::from_shape_vec((n, d), feats).map_err(|e| gerr(e.to_string()))?,
             labels: labels.into_iter().map(|v| v as u32).collect(),
             classes,
-            model_sha256: field("model_sha256")?,
-            model_name: field("model_name")?,
+            model_sha256: field("model_sha256")?.to_string(),
+            model_name: field("model_name")?.to_string(),
         })
     }
 
@@ -582,6 +552,27 @@ impl Gallery {
         Ok(self.classify(&q, p)?.remove(0))
     }
 
+    /// Correct top-1 predictions of labeled `queries` (normalized here), per
+    /// setting: one exact search at the largest k, then each setting's vote
+    /// over its first k neighbours.
+    pub fn correct(&self, queries: &Array2<f32>, labels: &[u32], settings: &[KnnParams]) -> Result<Vec<usize>, RuntimeError> {
+        if queries.ncols() != self.dim() || queries.nrows() != labels.len() {
+            return Err(RuntimeError::Knn(format!("queries are {:?} with {} labels; the gallery dim is {}", queries.dim(), labels.len(), self.dim())));
+        }
+        if let Some(p) = settings.iter().find(|p| p.k == 0 || p.temperature.is_nan() || p.temperature <= 0.0) {
+            return Err(RuntimeError::Knn(format!("k must be > 0 and T > 0 (got k={}, T={})", p.k, p.temperature)));
+        }
+        let kmax = settings.iter().map(|s| s.k).max().unwrap_or(0);
+        let mut q = queries.clone();
+        l2_normalize_rows(&mut q);
+        let nbs = exact_topk(self.features.view(), q.view(), kmax);
+        let n_classes = self.classes.len();
+        Ok(settings
+            .iter()
+            .map(|s| nbs.iter().zip(labels).filter(|(nb, &y)| argmax(&vote(&nb[..s.k.min(nb.len())], &self.labels, n_classes, s.temperature)) == y as usize).count())
+            .collect())
+    }
+
     /// Votes over given neighbours (from [`exact_topk`] or [`AnnIndex::search`]).
     pub fn predict(&self, neighbors: Vec<Neighbor>, temperature: f32) -> Prediction {
         let mut scores = vote(&neighbors, &self.labels, self.classes.len(), temperature);
@@ -595,24 +586,11 @@ impl Gallery {
 }
 
 /// Top-1 accuracy of k-NN classification of `test` against `train` (both `[_, D]`,
-/// normalized here), for each setting; the pure function behind `pretext knn eval`.
+/// normalized here), for each setting: the one ndarray k-NN accuracy.
 pub fn knn_accuracy(train: &Array2<f32>, train_labels: &[u32], test: &Array2<f32>, test_labels: &[u32], num_classes: usize, settings: &[KnnParams]) -> Result<Vec<f64>, RuntimeError> {
     let g = Gallery::new(train.clone(), train_labels.to_vec(), (0..num_classes).map(|c| c.to_string()).collect(), String::new(), String::new())?;
-    let kmax = settings.iter().map(|s| s.k).max().unwrap_or(0);
-    let mut q = test.clone();
-    l2_normalize_rows(&mut q);
-    let nbs = exact_topk(g.features.view(), q.view(), kmax);
-    Ok(settings
-        .iter()
-        .map(|s| {
-            let correct = nbs
-                .iter()
-                .zip(test_labels)
-                .filter(|(nb, &y)| argmax(&vote(&nb[..s.k.min(nb.len())], &g.labels, num_classes, s.temperature)) == y as usize)
-                .count();
-            correct as f64 / test_labels.len().max(1) as f64
-        })
-        .collect())
+    let correct = g.correct(test, test_labels, settings)?;
+    Ok(correct.into_iter().map(|c| c as f64 / test_labels.len().max(1) as f64).collect())
 }
 
 /// Path helper for CLI defaults.

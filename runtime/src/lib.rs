@@ -13,6 +13,9 @@
 //!   `pretext_data::preprocess::EvalTransform`, the trainer's own eval transform.
 //! - [`Gallery`] (safetensors, tied to the model's sha256 and dim), exact chunked
 //!   search ([`knn::exact_topk`]), DINO's weighted vote, HNSW ([`AnnIndex`]).
+//! - [`Source`] (image files or dataset splits), [`write_features`] (`.npy` /
+//!   `.safetensors`), [`build_gallery`] and [`knn_eval`]: the library behind
+//!   `pretext extract` and `pretext knn`.
 //!
 //! ```no_run
 //! use pretext_runtime::{Extractor, Gallery, KnnParams};
@@ -40,10 +43,16 @@ pub use error::RuntimeError;
 pub use ort_backend::{open_ort, ort_environment, ExecutionProvider, GraphOptLevel, OrtOptions};
 pub use tract_backend::{open_tract, open_tract_with, TractOptions};
 pub mod extractor;
+pub mod features;
 pub mod knn;
+pub mod knn_eval;
 pub mod npy;
+pub mod source;
 
 pub use extractor::{file_sha256, keys, BackendKind, Extractor, ExtractorBuilder, ModelInfo};
-pub use knn::{AnnIndex, Gallery, KnnParams, Neighbor, Prediction};
+pub use features::write_features;
+pub use knn::{AnnIndex, Gallery, KnnParams, Neighbor, Prediction, KNN_SETTINGS};
+pub use knn_eval::{build_gallery, knn_eval, KnnEval};
+pub use source::{Item, Source};
 #[cfg(feature = "ort")]
 pub use ort_backend::ort_dylib_path;

@@ -4,13 +4,15 @@ use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
 
+use pretext_models::tensorfile::TensorFileError;
+
 use crate::RuntimeError;
 
 fn bad(path: &Path, reason: impl Into<String>) -> RuntimeError {
     RuntimeError::Gallery { path: path.to_path_buf(), reason: format!("npy: {}", reason.into()) }
 }
 
-/// Writes `data` with `shape` as `<f4` C-order `.npy`.
+/// Writes `data` with `shape` as `<f4` C-order `.npy`, atomically.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), RuntimeError> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_s = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
@@ -25,7 +27,7 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), Runti
     for v in data {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    std::fs::write(path, out).map_err(|source| RuntimeError::Io { path: path.to_path_buf(), source })
+    pretext_models::io::atomic_write(path, &out).map_err(|e| TensorFileError::Write { path: path.into(), reason: e.to_string() }.into())
 }
 
 /// Reads a `<f4` C-order `.npy` file.

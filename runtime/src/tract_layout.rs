@@ -59,7 +59,7 @@ pub(crate) fn channel_last_convs(model: &mut TypedModel) -> TractResult<usize> {
 
 /// Model property set when the plan's input is NHWC: the backend then transposes its
 /// NCHW input before running the plan.
-pub(crate) const NHWC_INPUT: &str = "pretext.nhwc_input";
+pub(crate) const NHWC_INPUT: &str = pretext_models::tensorfile::keys::NHWC_INPUT;
 
 /// Makes the rank-4 input NHWC, followed by `Move(3, 1)` back to NCHW; declutter cancels
 /// that move against the first convolution's, so no layout change is left in the plan.

@@ -47,11 +47,11 @@ fn galleries_with_wrong_shapes_dtypes_or_classes_are_errors() {
     assert_eq!(Gallery::load(&ok).unwrap().len(), 2);
 
     let cases: Vec<(std::path::PathBuf, &str)> = vec![
-        (write_gallery(d, "rank3.safetensors", (&[2, 3, 1], &[1.0; 6]), (Dtype::I64, &[2], &two), r#"["a","b"]"#), "tensor `features` is F32 [2, 3, 1]; expected F32 [N, D]"),
-        (write_gallery(d, "rows.safetensors", (&[3, 2], &[1.0; 6]), (Dtype::I64, &[2], &two), r#"["a","b"]"#), "tensor `labels` is I64 [2]; expected I64 [3]"),
-        (write_gallery(d, "dtype.safetensors", (&[2, 3], &[1.0; 6]), (Dtype::I32, &[4], &two), r#"["a","b"]"#), "tensor `labels` is I32 [4]; expected I64 [2]"),
+        (write_gallery(d, "rank3.safetensors", (&[2, 3, 1], &[1.0; 6]), (Dtype::I64, &[2], &two), r#"["a","b"]"#), "tensor 'features' is F32 [2, 3, 1]; expected F32 [N, D]"),
+        (write_gallery(d, "rows.safetensors", (&[3, 2], &[1.0; 6]), (Dtype::I64, &[2], &two), r#"["a","b"]"#), "tensor 'labels' is I64 [2]; expected I64 [3]"),
+        (write_gallery(d, "dtype.safetensors", (&[2, 3], &[1.0; 6]), (Dtype::I32, &[4], &two), r#"["a","b"]"#), "tensor 'labels' is I32 [4]; expected I64 [2]"),
         (write_gallery(d, "range.safetensors", (&[2, 3], &[1.0; 6]), (Dtype::I64, &[2], &labels(&[0, 2])), r#"["a","b"]"#), "label 2 out of range for 2 classes"),
-        (write_gallery(d, "empty.safetensors", (&[0, 3], &[]), (Dtype::I64, &[0], &[]), "[]"), "metadata `classes` is empty"),
+        (write_gallery(d, "empty.safetensors", (&[0, 3], &[]), (Dtype::I64, &[0], &[]), "[]"), "metadata 'classes' = \"[]\": empty"),
     ];
     for (p, want) in cases {
         let e = Gallery::load(&p).unwrap_err().to_string();

@@ -140,7 +140,7 @@ pub fn make_checkpoint_at(path: &Path, cfg: &BackboneConfig, heads: &[MlpHead], 
             opt.backward_step(&loss);
         }
     }
-    let mut blobs: BTreeMap<String, pretext_trainer::backend::Blob> = bp.to_named_blobs("");
+    let mut blobs: BTreeMap<String, pretext_models::tensorfile::HostTensor> = bp.to_named_blobs("");
     for hp in &hps {
         blobs.extend(hp.to_named_blobs(""));
     }

@@ -3,30 +3,16 @@
 //! torchvision/timm path names, and safetensors checkpoints keyed by them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pretext_models::{ConvArgs, ConvTransposeArgs, Init, Ops, ParamKind, ParamSpec, UpsampleMode};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-/// Errors loading or saving named weights.
-#[derive(Debug, thiserror::Error)]
-pub enum WeightsError {
-    #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not a safetensors file ({reason})")]
-    Foreign { path: PathBuf, reason: String },
-    #[error("{path}: missing tensor '{key}' (expected shape {expected:?})")]
-    Missing { path: PathBuf, key: String, expected: Vec<i64> },
-    #[error("{path}: tensor '{key}' has shape {found:?}, the model expects {expected:?}")]
-    Shape { path: PathBuf, key: String, expected: Vec<i64>, found: Vec<i64> },
-    #[error("{path}: tensor '{key}' has unsupported dtype {dtype}")]
-    Dtype { path: PathBuf, key: String, dtype: String },
-    #[error("{path}: {n} tensors the model does not have, e.g. {examples:?} (pass strict=false to ignore)")]
-    Unexpected { path: PathBuf, n: usize, examples: Vec<String> },
-    #[error("{path}: cannot write: {reason}")]
-    Write { path: PathBuf, reason: String },
-}
+/// Errors loading or saving named weights: the tensor-file error, which names
+/// the file, the tensor and both shapes.
+pub use pretext_models::tensorfile::TensorFileError;
+use pretext_models::tensorfile::{HostTensor, TensorFile};
 
 /// Named parameters and buffers of one network (backbone and/or heads) in a VarStore.
 pub struct Params {
@@ -114,27 +100,19 @@ impl Params {
     /// present with the right shape; extra tensors are an error when `strict`
     /// and are returned otherwise. `prefix` is prepended to spec names when
     /// looking them up (e.g. `"backbone."`).
-    pub fn load_safetensors(&self, path: &Path, prefix: &str, strict: bool) -> Result<Vec<String>, WeightsError> {
-        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| WeightsError::Foreign { path: path.into(), reason: e.to_string() })?;
+    pub fn load_safetensors(&self, path: &Path, prefix: &str, strict: bool) -> Result<Vec<String>, TensorFileError> {
+        let file = TensorFile::read(path)?;
         let mut used = std::collections::HashSet::new();
         let mut loaded = Vec::new();
         for s in &self.specs {
             let key = format!("{prefix}{}", s.name);
-            let view = st.tensor(&key).map_err(|_| WeightsError::Missing { path: path.into(), key: key.clone(), expected: s.shape.clone() })?;
-            let found: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            if found != s.shape {
-                return Err(WeightsError::Shape { path: path.into(), key, expected: s.shape.clone(), found });
-            }
-            let t = tensor_from_view(&view).ok_or_else(|| WeightsError::Dtype { path: path.into(), key: key.clone(), dtype: format!("{:?}", view.dtype()) })?;
-            loaded.push((s.name.clone(), t));
+            file.check_shape(&key, &s.shape)?;
+            loaded.push((s.name.clone(), tch_tensor(&file, &key)?));
             used.insert(key);
         }
-        let extra: Vec<String> = st.names().into_iter().filter(|n| n.starts_with(prefix) && !used.contains(*n)).map(|n| n.to_string()).collect();
+        let extra: Vec<String> = file.names().into_iter().filter(|n| n.starts_with(prefix) && !used.contains(n)).collect();
         if strict && !extra.is_empty() {
-            let mut ex = extra.clone();
-            ex.sort();
-            return Err(WeightsError::Unexpected { path: path.into(), n: ex.len(), examples: ex.into_iter().take(5).collect() });
+            return Err(TensorFileError::Unexpected { path: path.into(), n: extra.len(), examples: extra.into_iter().take(5).collect() });
         }
         tch::no_grad(|| {
             for (name, t) in loaded {
@@ -145,87 +123,46 @@ impl Params {
         Ok(extra)
     }
 
-    /// The tensors as host f32/i64 blobs for a safetensors file, names prefixed.
-    pub fn to_named_blobs(&self, prefix: &str) -> BTreeMap<String, Blob> {
-        self.specs
-            .iter()
-            .map(|s| {
-                let t = self.map[&s.name].detach().to_device(Device::Cpu).contiguous();
-                let blob = if s.kind == ParamKind::Counter {
-                    let v: Vec<i64> = Vec::try_from(t.to_kind(Kind::Int64).flatten(0, -1)).unwrap_or_default();
-                    Blob { dtype: safetensors::Dtype::I64, shape: s.shape.clone(), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
-                } else {
-                    let v: Vec<f32> = Vec::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default();
-                    Blob { dtype: safetensors::Dtype::F32, shape: s.shape.clone(), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
-                };
-                (format!("{prefix}{}", s.name), blob)
-            })
-            .collect()
+    /// The tensors as host f32/i64 tensors for a safetensors file, names prefixed.
+    pub fn to_named_blobs(&self, prefix: &str) -> BTreeMap<String, HostTensor> {
+        self.specs.iter().map(|s| (format!("{prefix}{}", s.name), host_tensor(&self.map[&s.name]))).collect()
     }
 
-    /// Writes the tensors to a safetensors file atomically (temp file + rename).
-    pub fn save_safetensors(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<(), WeightsError> {
-        write_safetensors(path, &self.to_named_blobs(""), metadata)
+    /// Writes the tensors to a safetensors file atomically.
+    pub fn save_safetensors(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<(), TensorFileError> {
+        pretext_models::tensorfile::write(path, &self.to_named_blobs(""), metadata)
     }
 }
 
-/// A host tensor ready for safetensors.
-pub struct Blob {
-    pub dtype: safetensors::Dtype,
-    pub shape: Vec<i64>,
-    pub data: Vec<u8>,
-}
-
-struct BlobView<'a> {
-    blob: &'a Blob,
-    shape: Vec<usize>,
-}
-
-impl safetensors::View for BlobView<'_> {
-    fn dtype(&self) -> safetensors::Dtype {
-        self.blob.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.blob.data)
-    }
-    fn data_len(&self) -> usize {
-        self.blob.data.len()
+/// Host copy of a tensor: i64 for integer tensors (counters), else f32.
+pub fn host_tensor(t: &Tensor) -> HostTensor {
+    let t = t.detach().to_device(Device::Cpu).contiguous();
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    if t.kind() == Kind::Int64 {
+        HostTensor::i64(&shape, &Vec::<i64>::try_from(t.flatten(0, -1)).unwrap_or_default())
+    } else {
+        HostTensor::f32(&shape, &Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default())
     }
 }
 
-/// Writes named blobs atomically: to `path.tmp`, fsync, rename.
-pub fn write_safetensors(path: &Path, blobs: &BTreeMap<String, Blob>, metadata: Option<HashMap<String, String>>) -> Result<(), WeightsError> {
-    let views: Vec<(String, BlobView)> =
-        blobs.iter().map(|(k, b)| (k.clone(), BlobView { blob: b, shape: b.shape.iter().map(|&d| d as usize).collect() })).collect();
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| WeightsError::Write { path: path.into(), reason: e.to_string() })?;
-    atomic_write(path, &bytes).map_err(|e| WeightsError::Write { path: path.into(), reason: e.to_string() })
+/// Tensor `key` of a file on the CPU: integer dtypes as Int64, float dtypes widened to Float.
+pub fn tch_tensor(file: &TensorFile, key: &str) -> Result<Tensor, TensorFileError> {
+    use pretext_models::tensorfile::Dtype as D;
+    let int = file.get(key).is_some_and(|t| matches!(t.dtype, D::I64 | D::I32 | D::U32 | D::U8));
+    let (shape, t) = if int {
+        let (shape, v) = file.i64(key)?;
+        (shape, Tensor::from_slice(&v))
+    } else {
+        let (shape, v) = file.f32(key)?;
+        (shape, Tensor::from_slice(&v))
+    };
+    Ok(t.reshape(shape.iter().map(|&d| d as i64).collect::<Vec<_>>()))
 }
 
 /// Re-exported from [`pretext_models::io`], shared with the exporter.
 pub use pretext_models::io::atomic_write;
-
-fn tensor_from_view(v: &safetensors::tensor::TensorView) -> Option<Tensor> {
-    use safetensors::Dtype as D;
-    let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
-    let d = v.data();
-    let t = match v.dtype() {
-        D::F32 => Tensor::from_slice(&d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()),
-        D::F64 => Tensor::from_slice(&d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect::<Vec<_>>()),
-        D::F16 => Tensor::from_slice(&d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect::<Vec<_>>()),
-        D::BF16 => Tensor::from_slice(&d.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect::<Vec<_>>()),
-        D::I64 => Tensor::from_slice(&d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()),
-        _ => return None,
-    };
-    Some(t.reshape(&shape))
-}
-
-/// IEEE half -> f32 (exact, subnormals included), via the `half` crate the exporter uses too.
-fn f16_to_f32(h: u16) -> f32 {
-    half::f16::from_bits(h).to_f32()
-}
+/// The tensor-file writer under its former names (src/bench/prep.rs uses them).
+pub use pretext_models::tensorfile::{write as write_safetensors, HostTensor as Blob};
 
 fn init_tensor(s: &ParamSpec, device: Device) -> Tensor {
     let opts = (Kind::Float, device);
@@ -462,14 +399,15 @@ mod tests {
         assert_eq!(y.stride(), want);
     }
 
-    /// fp16 subnormals are man * 2^-24 (numpy: np.uint16(1).view(np.float16) == 2**-24).
+    /// fp16 subnormals are man * 2^-24 (numpy: np.uint16(1).view(np.float16) == 2**-24),
+    /// through a file as the loader reads it.
     #[test]
     fn f16_subnormals_widen_exactly() {
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-        assert_eq!(f16_to_f32(0x0200), 2f32.powi(-15));
-        assert_eq!(f16_to_f32(0x03ff), 1023.0 * 2f32.powi(-24));
-        assert_eq!(f16_to_f32(0x8001), -(2f32.powi(-24)));
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        let bits = [0x0001u16, 0x0200, 0x03ff, 0x8001, 0x3c00];
+        let t = HostTensor { dtype: pretext_models::tensorfile::Dtype::F16, shape: vec![5i64], data: bits.iter().flat_map(|b| b.to_le_bytes()).collect() };
+        let bytes = pretext_models::tensorfile::to_bytes(Path::new("h"), &BTreeMap::from([("h".to_string(), t)]), None).unwrap();
+        let got = Vec::<f32>::try_from(tch_tensor(&TensorFile::from_bytes(Path::new("h"), bytes).unwrap(), "h").unwrap()).unwrap();
+        assert_eq!(got, vec![2f32.powi(-24), 2f32.powi(-15), 1023.0 * 2f32.powi(-24), -(2f32.powi(-24)), 1.0]);
     }
 
     #[test]

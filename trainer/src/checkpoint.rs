@@ -1,46 +1,22 @@
 //! Checkpoints of named parts in one safetensors file: `student.*`,
 //! `teacher.*`, `optim.*`, `state.*` (loss state: queue, center), with the
 //! step and config in its metadata (a JSON copy sits beside it for people).
-//! Written to a temp file and renamed, so a kill never leaves a torn file.
+//! Written atomically through [`pretext_models::tensorfile`], so a kill never
+//! leaves a torn file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use pretext_models::tensorfile::{self, HostTensor, TensorFile, TensorFileError};
 use pretext_models::ParamKind;
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
-use crate::backend::{write_safetensors, Blob, WeightsError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error(transparent)]
-    Weights(#[from] WeightsError),
-    #[error("{path}: checkpoint lacks '{key}'")]
-    Missing { path: PathBuf, key: String },
-    #[error("{path}: '{key}' has shape {found:?}, expected {expected:?}")]
-    Shape { path: PathBuf, key: String, expected: Vec<i64>, found: Vec<i64> },
-    #[error("{path}: bad metadata: {reason}")]
-    Meta { path: PathBuf, reason: String },
-}
-
-/// Host copy of a tensor as a blob (f32 or i64).
-pub fn blob(t: &Tensor) -> Blob {
-    let t = t.detach().to_device(Device::Cpu).contiguous();
-    let shape = t.size();
-    if t.kind() == Kind::Int64 {
-        let v: Vec<i64> = Vec::try_from(t.flatten(0, -1)).unwrap_or_default();
-        Blob { dtype: safetensors::Dtype::I64, shape, data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
-    } else {
-        let v: Vec<f32> = Vec::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default();
-        Blob { dtype: safetensors::Dtype::F32, shape, data: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
-    }
-}
+use crate::backend::{host_tensor, tch_tensor};
 
 /// Writes named tensors plus string metadata atomically.
-pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: HashMap<String, String>) -> Result<(), CheckpointError> {
-    let blobs: BTreeMap<String, Blob> = tensors.iter().map(|(k, t)| (k.clone(), blob(t))).collect();
-    write_safetensors(path, &blobs, Some(meta))?;
-    Ok(())
+pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: HashMap<String, String>) -> Result<(), TensorFileError> {
+    let host: BTreeMap<String, HostTensor> = tensors.iter().map(|(k, t)| (k.clone(), host_tensor(t))).collect();
+    tensorfile::write(path, &host, Some(meta))
 }
 
 /// A loaded checkpoint: tensors by name and the metadata.
@@ -50,37 +26,27 @@ pub struct Loaded {
     pub meta: HashMap<String, String>,
 }
 
-pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.into(), source })?;
-    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| WeightsError::Foreign { path: path.into(), reason: e.to_string() })?;
-    let meta = md.metadata().clone().unwrap_or_default();
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| WeightsError::Foreign { path: path.into(), reason: e.to_string() })?;
-    let mut tensors = HashMap::new();
-    for (name, view) in st.tensors() {
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let d = view.data();
-        let t = match view.dtype() {
-            safetensors::Dtype::F32 => Tensor::from_slice(&d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()),
-            safetensors::Dtype::I64 => Tensor::from_slice(&d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>()),
-            other => return Err(WeightsError::Dtype { path: path.into(), key: name, dtype: format!("{other:?}") }.into()),
-        };
-        tensors.insert(name, t.reshape(&shape));
-    }
-    Ok(Loaded { path: path.into(), tensors, meta })
+pub fn load(path: &Path) -> Result<Loaded, TensorFileError> {
+    let file = TensorFile::read(path)?;
+    let tensors = file.names().into_iter().map(|k| Ok((k.clone(), tch_tensor(&file, &k)?))).collect::<Result<_, TensorFileError>>()?;
+    Ok(Loaded { path: path.into(), tensors, meta: file.metadata })
 }
 
 impl Loaded {
     /// Copies `key` into `dst` (same shape).
-    pub fn copy_into(&self, key: &str, dst: &Tensor) -> Result<(), CheckpointError> {
-        let src = self.tensors.get(key).ok_or_else(|| CheckpointError::Missing { path: self.path.clone(), key: key.into() })?;
+    pub fn copy_into(&self, key: &str, dst: &Tensor) -> Result<(), TensorFileError> {
+        let src = self.tensors.get(key).ok_or_else(|| TensorFileError::Missing { path: self.path.clone(), key: key.into(), expected: dst.size() })?;
         if src.size() != dst.size() {
-            return Err(CheckpointError::Shape { path: self.path.clone(), key: key.into(), expected: dst.size(), found: src.size() });
+            return Err(TensorFileError::Shape { path: self.path.clone(), key: key.into(), expected: dst.size(), found: src.size() });
         }
         tch::no_grad(|| dst.shallow_clone().copy_(&src.to_kind(dst.kind()).to_device(dst.device())));
         Ok(())
     }
-    pub fn meta_str(&self, key: &str) -> Result<&str, CheckpointError> {
-        self.meta.get(key).map(|s| s.as_str()).ok_or_else(|| CheckpointError::Meta { path: self.path.clone(), reason: format!("no '{key}'") })
+    pub fn meta_str(&self, key: &str) -> Result<&str, TensorFileError> {
+        self.meta
+            .get(key)
+            .map(|s| s.as_str())
+            .ok_or_else(|| TensorFileError::Meta { path: self.path.clone(), key: key.into(), value: String::new(), reason: "missing".into() })
     }
 }
 

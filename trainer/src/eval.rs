@@ -50,17 +50,19 @@ pub fn features(backbone: &Backbone, params: &Params, images: ImageSet, t: &Eval
     Ok(Tensor::cat(&out, 0))
 }
 
-/// k-NN top-1 accuracies (in %) for each `(k, T)` setting.
+/// k-NN top-1 accuracies (in %) for each `(k, T)` setting: the tch path (on
+/// the training device), the same algorithm as the runtime's ndarray
+/// `pretext_runtime::knn::knn_accuracy` (tests/knn_agree.rs checks they agree).
 ///
 /// # Shapes
 /// train (N, D), train_labels (N,), test (M, D), test_labels (M,)
-pub fn knn_accuracy(train: &Tensor, train_labels: &[u32], test: &Tensor, test_labels: &[u32], settings: &[(i64, f64)], chunk: i64) -> Vec<f64> {
+pub fn knn_accuracy(train: &Tensor, train_labels: &[u32], test: &Tensor, test_labels: &[u32], settings: &[KnnParams], chunk: i64) -> Vec<f64> {
     let classes = train_labels.iter().chain(test_labels).copied().max().unwrap_or(0) as i64 + 1;
     let train = crate::loss::l2_normalize(train);
     let test = crate::loss::l2_normalize(test);
     let ytr = Tensor::from_slice(&train_labels.iter().map(|&v| v as i64).collect::<Vec<_>>());
     let yte = Tensor::from_slice(&test_labels.iter().map(|&v| v as i64).collect::<Vec<_>>());
-    let kmax = settings.iter().map(|s| s.0).max().unwrap_or(1).min(train.size()[0]);
+    let kmax = settings.iter().map(|s| s.k as i64).max().unwrap_or(1).min(train.size()[0]);
     let mut correct = vec![0i64; settings.len()];
     let m = test.size()[0];
     tch::no_grad(|| {
@@ -69,9 +71,9 @@ pub fn knn_accuracy(train: &Tensor, train_labels: &[u32], test: &Tensor, test_la
             let sim = test.narrow(0, s, c).matmul(&train.tr());
             let (top, idx) = sim.topk(kmax, 1, true, true);
             let nl = ytr.index_select(0, &idx.flatten(0, -1)).reshape([c, kmax]);
-            for (si, &(k, t)) in settings.iter().enumerate() {
-                let k = k.min(kmax);
-                let w = (top.narrow(1, 0, k) / t).exp();
+            for (si, s) in settings.iter().enumerate() {
+                let k = (s.k as i64).min(kmax);
+                let w = (top.narrow(1, 0, k) / s.temperature as f64).exp();
                 let votes = Tensor::zeros([c, classes], (Kind::Float, Device::Cpu)).scatter_add(1, &nl.narrow(1, 0, k), &w);
                 let pred = votes.argmax(1, false);
                 correct[si] += pred.eq_tensor(&yte.narrow(0, s, c)).sum(Kind::Int64).int64_value(&[]);
@@ -81,8 +83,8 @@ pub fn knn_accuracy(train: &Tensor, train_labels: &[u32], test: &Tensor, test_la
     correct.iter().map(|&c| 100.0 * c as f64 / m as f64).collect()
 }
 
-/// The two standard k-NN settings: DINO's (k=20, T=0.07) and InstDisc/lightly's (k=200, T=0.1).
-pub const KNN_SETTINGS: [(i64, f64); 2] = [(20, 0.07), (200, 0.1)];
+/// The two standard k-NN settings (DINO's k=20, T=0.07 and InstDisc/lightly's k=200, T=0.1), defined once in `pretext_models`.
+pub use pretext_models::knn::{KnnParams, KNN_SETTINGS};
 
 /// Linear probe: a linear classifier trained on frozen, standardised features
 /// with AdamW and a cosine schedule; returns test top-1 in %.
@@ -135,10 +137,10 @@ mod tests {
         let test = Tensor::randn([13, 6], (Kind::Float, Device::Cpu));
         let ytr: Vec<u32> = (0..40).map(|i| (i * 7 % 3) as u32).collect();
         let yte: Vec<u32> = (0..13).map(|i| (i % 3) as u32).collect();
-        let got = knn_accuracy(&train, &ytr, &test, &yte, &[(5, 0.1), (40, 0.5)], 4);
+        let got = knn_accuracy(&train, &ytr, &test, &yte, &[KnnParams { k: 5, temperature: 0.1 }, KnnParams { k: 40, temperature: 0.5 }], 4);
         let tn = crate::loss::l2_normalize(&train);
         let sn = crate::loss::l2_normalize(&test);
-        for (si, (k, t)) in [(5usize, 0.1f64), (40, 0.5)].into_iter().enumerate() {
+        for (si, (k, t)) in [(5usize, 0.1f32 as f64), (40, 0.5)].into_iter().enumerate() {
             let mut correct = 0;
             for q in 0..13 {
                 let sims: Vec<f32> = Vec::try_from(&tn.matmul(&sn.get(q))).unwrap();

@@ -33,4 +33,4 @@ pub mod reference;
 pub mod schedule;
 pub mod train;
 
-pub use backend::{Params, TchOps, WeightsError};
+pub use backend::{Params, TchOps, TensorFileError};

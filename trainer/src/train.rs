@@ -16,8 +16,8 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::backend::WeightsError;
-use crate::checkpoint::{self, CheckpointError};
+use crate::checkpoint;
+use pretext_models::tensorfile::{PretextMeta, TensorFileError};
 use crate::eval::{self, ImageSet};
 use crate::methods::{self, ConfigError, Method, MethodConfig, MethodError, Range, StepCtx};
 use crate::optim::{Optimizer, OptimizerKind, Slot};
@@ -178,13 +178,13 @@ pub enum TrainError {
     #[error(transparent)]
     Method(#[from] MethodError),
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
+    Checkpoint(#[from] TensorFileError),
     #[error("data: {0}")]
     Data(String),
     #[error("non-finite loss {loss} at step {step} (epoch {epoch}); stopped. The last good checkpoint is {checkpoint}")]
     NonFinite { loss: f64, step: u64, epoch: u64, checkpoint: String },
     #[error("--init-weights: {0}")]
-    InitWeights(#[from] WeightsError),
+    InitWeights(TensorFileError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -394,7 +394,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     tch::manual_seed(cfg.seed as i64);
     let method = methods::build(&cfg.method, Backbone::new(&bc), device)?;
     if let Some(path) = &cfg.init_weights {
-        load_init_weights(method.as_ref(), path)?;
+        load_init_weights(method.as_ref(), path).map_err(TrainError::InitWeights)?;
     }
     let steps_per_epoch = (n / cfg.batch_size) as u64;
     let total = steps_per_epoch * cfg.epochs;
@@ -415,7 +415,8 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
                 opt.state.insert(key.to_string(), t.to_device(device));
             }
         }
-        start = ck.meta_str("step")?.parse().map_err(|e| CheckpointError::Meta { path: ckpt_path.clone(), reason: format!("step: {e}") })?;
+        let step = ck.meta_str("step")?;
+        start = step.parse().map_err(|e| TensorFileError::Meta { path: ckpt_path.clone(), key: "step".into(), value: step.into(), reason: format!("{e}") })?;
         opt.steps = ck.meta_str("optim_steps")?.parse().unwrap_or(start as i64);
         minutes_before = ck.meta_str("minutes").ok().and_then(|m| m.parse().ok()).unwrap_or(0.0);
         eprintln!("resuming {} at step {start} (epoch {})", out.display(), start / steps_per_epoch);
@@ -558,7 +559,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
 /// Loads every student store (each under its checkpoint prefix, e.g.
 /// `decoder.` for MAE) from `path` by name, then re-copies the teacher from the
 /// student. Missing tensors, wrong shapes and tensors no store has are errors.
-pub fn load_init_weights(method: &dyn methods::Method, path: &Path) -> Result<(), WeightsError> {
+pub fn load_init_weights(method: &dyn methods::Method, path: &Path) -> Result<(), TensorFileError> {
     let students = method.students();
     let known: std::collections::HashSet<String> = students.iter().flat_map(|(prefix, p)| p.specs.iter().map(move |s| format!("{prefix}{}", s.name))).collect();
     let mut unknown = std::collections::BTreeSet::new();
@@ -566,7 +567,7 @@ pub fn load_init_weights(method: &dyn methods::Method, path: &Path) -> Result<()
         unknown.extend(p.load_safetensors(path, prefix, false)?.into_iter().filter(|k| !known.contains(k)));
     }
     if !unknown.is_empty() {
-        return Err(WeightsError::Unexpected { path: path.into(), n: unknown.len(), examples: unknown.into_iter().take(5).collect() });
+        return Err(TensorFileError::Unexpected { path: path.into(), n: unknown.len(), examples: unknown.into_iter().take(5).collect() });
     }
     if let Some(t) = method.teacher() {
         t.copy_from(students[0].1);
@@ -606,31 +607,32 @@ pub fn save_checkpoint(cfg: &TrainConfig, method: &dyn methods::Method, opt: &Op
     let p = method.students()[0].1;
     let names: std::collections::HashSet<String> = method.backbone().params().into_iter().map(|s| s.name).collect();
     let bt: Vec<(String, Tensor)> = p.all().into_iter().filter(|(s, _)| names.contains(&s.name)).map(|(s, t)| (s.name.clone(), t.shallow_clone())).collect();
-    let mut bm = HashMap::new();
-    bm.insert("pretext.arch".to_string(), serde_json::to_string(&method.backbone().config()).expect("arch json"));
-    bm.insert("pretext.method".to_string(), method.name().to_string());
-    bm.insert("pretext.dataset".to_string(), dataset.to_string());
-    bm.insert("pretext.step".to_string(), step.to_string());
     // The eval preprocessing this run's k-NN used, so `pretext export` records it for the runtime.
     let size = method.backbone().config().default_image_size();
     let et = eval_transform(size);
-    bm.insert("pretext.input_size".to_string(), size.to_string());
-    bm.insert("pretext.resize".to_string(), et.resize.to_string());
-    bm.insert("pretext.mean".to_string(), serde_json::to_string(&et.mean).expect("floats"));
-    bm.insert("pretext.std".to_string(), serde_json::to_string(&et.std).expect("floats"));
+    let mut pm = PretextMeta {
+        arch: serde_json::to_value(method.backbone().config()).ok(),
+        method: Some(method.name().to_string()),
+        dataset: Some(dataset.to_string()),
+        step: Some(step),
+        input_size: Some(size as u32),
+        resize: Some(et.resize),
+        mean: Some(et.mean),
+        std: Some(et.std),
+        ..Default::default()
+    };
     // Both files export without --arch or --prefix: the checkpoint holds the
     // student (backbone and heads) under `student.`, the backbone file only
     // the backbone, so it lists no heads.
-    let heads: std::collections::BTreeMap<String, pretext_models::HeadSpec> = method.heads().into_iter().collect();
+    let backbone_meta = PretextMeta { heads: Some(Default::default()), ..pm.clone() }.to_map();
+    pm.heads = Some(method.heads().into_iter().map(|(k, h)| (k, serde_json::to_value(h).unwrap_or_default())).collect());
+    pm.prefix = Some("student.".to_string());
     let mut ck_meta = meta;
-    ck_meta.extend(bm.clone());
-    ck_meta.insert(pretext_models::HEADS_KEY.to_string(), serde_json::to_string(&heads).expect("heads json"));
-    ck_meta.insert(pretext_models::PREFIX_KEY.to_string(), "student.".to_string());
+    ck_meta.extend(pm.to_map());
     checkpoint::save(&cfg.out.join("checkpoint.safetensors"), &tensors, ck_meta)?;
     let json = serde_json::json!({ "step": step, "optim_steps": opt.steps, "minutes": minutes, "seed": cfg.seed, "parts": ["student", "teacher", "optim", "state"], "config": cfg });
     crate::backend::atomic_write(&cfg.out.join("checkpoint.json"), serde_json::to_string_pretty(&json).expect("json").as_bytes()).map_err(io(&cfg.out))?;
-    bm.insert(pretext_models::HEADS_KEY.to_string(), "{}".to_string());
-    checkpoint::save(&cfg.out.join("backbone.safetensors"), &bt, bm)?;
+    checkpoint::save(&cfg.out.join("backbone.safetensors"), &bt, backbone_meta)?;
     Ok(())
 }
 
