@@ -221,6 +221,7 @@ fn tract_fp16_native_vs_upcast() {
         let c_ort = verify::min_cosine(&reference[0].1, &ort[0]);
         eprintln!("{tag} fp16 onnxruntime: min cosine {c_ort:.6}");
         assert!(cos[1] >= cos[0], "{tag}: upcast cosine {} below native {}", cos[1], cos[0]);
-        assert!((cos[1] - c_ort).abs() <= 1e-4, "{tag}: upcast cosine {} vs ORT {c_ort}", cos[1]);
+        // The same cosine: within a tenth of the fp16 budget 1 - F16_COS.
+        assert!((cos[1] - c_ort).abs() <= (1.0 - tol::F16_COS) / 10.0, "{tag}: upcast cosine {} vs ORT {c_ort}", cos[1]);
     }
 }

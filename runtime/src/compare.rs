@@ -22,6 +22,12 @@ pub mod tol {
     /// A reduced quantity against PyTorch in fp32 (a loss, a gradient norm,
     /// an optimizer step's parameters): relative error.
     pub const F32_REL: f64 = 1e-4;
+    /// One parameter tensor's gradient norm after a training step against
+    /// PyTorch: relative error (a small tensor's gradient carries the whole
+    /// network's rounding, so it is looser than [`F32_REL`]).
+    pub const F32_REL_TENSOR: f64 = 1e-3;
+    /// One op with fp16 weights and compute (fp32 IO): max |a - b|.
+    pub const F16_OP: f32 = 1e-2;
     /// An fp16 graph against the fp32 reference: the smallest per-row cosine.
     pub const F16_COS: f32 = 0.999;
     /// How far above its own floor an implementation may land when a
