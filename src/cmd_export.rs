@@ -66,10 +66,10 @@ pub struct ExportArgs {
     #[arg(long, default_value_t = 8)]
     pub verify_count: usize,
     /// Tolerance of --verify: max abs error (fp32) ...
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = pretext_runtime::compare::tol::F32)]
     pub tol: f32,
     /// ... and minimum cosine (fp16).
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, default_value_t = pretext_runtime::compare::tol::F16_COS)]
     pub min_cosine: f32,
 }
 

@@ -40,7 +40,7 @@ fn export_verify_torchvision_resnet18() {
     assert!(!ok && out.contains("over tolerance"), "{out}");
     // fp16 checked by cosine.
     let (ok, out) = pretext(&["export", ck, "-o", onnx, "--arch", "resnet18", "--image-size", "64", "--fp16", "--verify", "--verify-count", "4"]);
-    assert!(ok && out.contains("cosine >= 0.999"), "{out}");
+    assert!(ok && out.contains(&format!("cosine >= {}", pretext_runtime::compare::tol::F16_COS)), "{out}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use pretext_exporter::{Checkpoint, ExportError, ExportOptions};
+use pretext_runtime::compare::tol;
 use pretext_models::{Backbone, BackboneConfig, HeadSpec, MlpHead, ResNetConfig, HEADS_KEY};
 use pretext_runtime::verify;
 use pretext_trainer::{Params, TchOps};
@@ -69,18 +70,18 @@ fn export_run(method: &str, backbone: &[&str]) {
     }
     let (ok, out) = pretext(&args, &cache);
     assert!(ok && out.contains("verify: OK"), "{method}: export of {heads:?} failed:\n{out}");
-    // Every output on both backends, each error finite and within 1e-4 (read from the table, so a NaN cannot pass).
+    // Every output on both backends, each error finite and within tol::F32 (read from the table, so a NaN cannot pass).
     for output in std::iter::once("features").chain(heads.iter().map(|h| h.as_str())) {
         for backend in ["tract", "onnxruntime"] {
             let row = out.lines().find(|l| l.split_whitespace().take(2).eq([output, backend])).unwrap_or_else(|| panic!("{method}: no row for {output} on {backend}:\n{out}"));
             let cols: Vec<f32> = row.split_whitespace().skip(2).map(|v| v.parse().unwrap()).collect();
             let (err, ref_max) = (cols[0], cols[2]);
-            assert!(err.is_finite() && err <= 1e-4, "{method}: {output} on {backend}: max abs err {err}\n{out}");
+            assert!(err.is_finite() && err <= tol::F32, "{method}: {output} on {backend}: max abs err {err}\n{out}");
             assert!(ref_max.is_finite() && ref_max > 0.0, "{method}: {output}: reference is all zeros or non-finite\n{out}");
         }
     }
     // `pretext extract --output <head>` serves every head over the features (the MAE decoder takes a
-    // mask input, which extract does not feed): one row per image, tract and ORT within 1e-4.
+    // mask input, which extract does not feed): one row per image, tract and ORT within tol::F32.
     let imgs: Vec<String> = ["train/a/000.png", "train/b/001.png"].iter().map(|i| data.join(i).to_str().unwrap().to_string()).collect();
     for h in heads.iter().filter(|_| method != "mae") {
         let mut got = Vec::new();
@@ -97,7 +98,7 @@ fn export_run(method: &str, backbone: &[&str]) {
         assert_eq!(got[0].shape(), got[1].shape(), "{method}: {h}");
         let (a, b) = (got[0].as_slice().unwrap(), got[1].as_slice().unwrap());
         let d = pretext_runtime::compare::max_abs_diff(a, b);
-        assert!(d <= 1e-4, "{method}: {h}: tract vs ORT extraction differs by {d}");
+        assert!(d <= tol::F32 as f64, "{method}: {h}: tract vs ORT extraction differs by {d}");
     }
 }
 
@@ -187,7 +188,7 @@ fn dino_head_exports_with_l2_norm_and_weight_norm() {
         let got = &outs[1];
         assert_eq!(got.shape(), &[3, 40], "{backend}: projection_head is the last layer's output");
         let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, |m, d| if d.is_nan() || m.is_nan() { f32::NAN } else { m.max(d) });
-        assert!(err <= 1e-4, "{backend}: DINO head max abs err {err}");
+        assert!(err <= tol::F32, "{backend}: DINO head max abs err {err}");
     }
 }
 

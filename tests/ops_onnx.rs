@@ -15,9 +15,9 @@ use pretext_exporter::{passes, Checkpoint, Dim, Elem, Graph, Model, OnnxOps, Val
 use pretext_models::{ConvTransposeArgs, Ops, UpsampleMode};
 
 /// fp32: max abs error, scaled by max(1, max |reference|).
-const TOL_F32: f32 = 1e-5;
+const TOL_F32: f32 = pretext_runtime::compare::tol::F32_OP;
 /// fp16 weights and compute: max abs error, scaled likewise.
-const TOL_F16: f32 = 1e-2;
+const TOL_F16: f32 = pretext_runtime::compare::tol::F16_OP;
 
 #[derive(Clone)]
 enum In {

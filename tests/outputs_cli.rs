@@ -9,8 +9,8 @@ use std::process::Command;
 
 use pretext_runtime::compare::max_abs_diff;
 
-/// Max abs difference to PyTorch (as `tests/parity_util`'s fp32 tolerance).
-const TOL: f64 = 1e-4;
+/// Max abs difference to PyTorch.
+const TOL: f64 = pretext_runtime::compare::tol::F32 as f64;
 
 fn pretext(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_pretext"))

@@ -35,7 +35,7 @@ use tch::Device;
 const GALLERY: usize = 2000;
 const QUERIES: usize = 500;
 const FEATURE_IMAGES: usize = 300;
-const TOL: f32 = 1e-4;
+const TOL: f32 = pretext_runtime::compare::tol::F32;
 
 fn cifar() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10-jpg.tar.gz")

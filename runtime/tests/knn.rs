@@ -50,7 +50,7 @@ fn exact_topk_equals_brute_force() {
         let have: Vec<u32> = nbs.iter().map(|n| n.index).collect();
         assert_eq!(have, want, "query {qi}");
         for (n, w) in nbs.iter().zip(&all) {
-            assert!((n.sim - w.0).abs() < 1e-5);
+            assert!((n.sim - w.0).abs() < pretext_runtime::compare::tol::F32_OP);
         }
     }
 }

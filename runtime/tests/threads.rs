@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use ndarray::{Array2, ArrayD, Axis};
+use pretext_runtime::compare::tol;
 use pretext_runtime::{Backend, BackendKind, Extractor, TractOptions};
 use rayon::prelude::*;
 
@@ -60,7 +61,7 @@ fn multithreaded_tract_extracts_many_batches_without_deadlock() {
         (f.unwrap(), done.into_inner())
     });
     assert_eq!(done, 13);
-    assert!(max_diff(&serial, &parallel) < 1e-5, "{}", max_diff(&serial, &parallel));
+    assert!(max_diff(&serial, &parallel) < tol::F32_OP, "{}", max_diff(&serial, &parallel));
 }
 
 #[test]
@@ -80,7 +81,7 @@ fn multithreaded_tract_runs_inside_rayon_jobs() {
             .collect::<Vec<_>>()
     });
     for (j, g) in got.iter().enumerate() {
-        assert!(max_diff(g, &want[j % 6]) < 1e-5, "job {j}");
+        assert!(max_diff(g, &want[j % 6]) < tol::F32_OP, "job {j}");
     }
 }
 
@@ -110,13 +111,13 @@ fn split_batches_give_the_whole_batch_features() {
         let (want, got) = (serial.run(x.clone()).unwrap(), split.run(x).unwrap());
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].shape(), [n, 12]);
-        assert!(max_diff_d(&got[0], &want[0]) < 1e-5, "batch {n}: {}", max_diff_d(&got[0], &want[0]));
+        assert!(max_diff_d(&got[0], &want[0]) < tol::F32_OP, "batch {n}: {}", max_diff_d(&got[0], &want[0]));
     }
     // Rows are in input order: image 4 alone gives row 4.
     let x = batch(7, 32);
     let all = split.run(x.clone()).unwrap().remove(0);
     let row = serial.run(x.slice_axis(Axis(0), ndarray::Slice::from(4..5)).to_owned()).unwrap().remove(0);
-    assert!(max_diff_d(&all.slice_axis(Axis(0), ndarray::Slice::from(4..5)).to_owned(), &row) < 1e-5);
+    assert!(max_diff_d(&all.slice_axis(Axis(0), ndarray::Slice::from(4..5)).to_owned(), &row) < tol::F32_OP);
 }
 
 #[test]
@@ -129,7 +130,7 @@ fn split_batches_inside_rayon_jobs_finish() {
         (0..8).into_par_iter().map(|_| b.run(batch(5, 32)).unwrap().remove(0)).collect::<Vec<_>>()
     });
     for g in &got {
-        assert!(max_diff_d(g, &want) < 1e-5);
+        assert!(max_diff_d(g, &want) < tol::F32_OP);
     }
 }
 
@@ -142,5 +143,5 @@ fn graphs_without_a_batch_axis_are_not_split() {
     let got = b.run(x.clone()).unwrap().remove(0);
     assert_eq!(got.shape(), [3]);
     let want = x.mean_axis(Axis(3)).unwrap().mean_axis(Axis(2)).unwrap().mean_axis(Axis(0)).unwrap();
-    assert!(max_diff_d(&got, &want) < 1e-5, "{got} vs {want}");
+    assert!(max_diff_d(&got, &want) < tol::F32_OP, "{got} vs {want}");
 }

@@ -20,10 +20,8 @@ use pretext_models::{Backbone, BackboneConfig, MlpHead, ParamKind};
 use pretext_trainer::{Params, TchOps};
 use tch::{nn::OptimizerConfig, Device, Kind, Tensor};
 
-/// fp32 tolerance: max abs error between tch and each ONNX backend.
-pub const TOL_F32: f32 = 1e-4;
-/// fp16 tolerance: minimum per-sample cosine.
-pub const MIN_COS_F16: f32 = 0.999;
+/// The named tolerance levels (`tol::F32`, `tol::F16_COS`, `tol::FLOOR_FACTOR`, ...).
+pub use pretext_runtime::compare::tol;
 
 pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(name)
@@ -162,18 +160,18 @@ pub struct Outcome {
 /// Exports `ckpt` with `opts` into `dir`, runs tract and ORT on `x`, and
 /// compares with the tch forward. Panics with the table when over tolerance.
 pub fn check_parity(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts: &ExportOptions, x: &ArrayD<f32>, dir: &Path) -> Outcome {
-    check_parity_cos(tag, ckpt, cfg, opts, x, dir, MIN_COS_F16)
+    check_parity_cos(tag, ckpt, cfg, opts, x, dir, tol::F16_COS)
 }
 
 /// [`check_parity`] with an explicit fp16 cosine bound. fp32: max abs error
-/// <= [`TOL_F32`] (absolute) between tch and each backend.
+/// <= [`tol::F32`] (absolute) between tch and each backend.
 pub fn check_parity_cos(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts: &ExportOptions, x: &ArrayD<f32>, dir: &Path, min_cos: f32) -> Outcome {
     let (rows, file, table) = export_and_compare(tag, ckpt, cfg, opts, x, dir);
     for r in &rows {
         if opts.fp16 {
             assert!(r.cosine >= min_cos, "{tag}: fp16 cosine below {min_cos}\n{table}");
         } else {
-            assert!(r.max_abs <= TOL_F32, "{tag}: fp32 max abs error above {TOL_F32:e}\n{table}");
+            assert!(r.max_abs <= tol::F32, "{tag}: fp32 max abs error above {:e}\n{table}", tol::F32);
         }
     }
     Outcome { rows, file }
@@ -195,25 +193,17 @@ fn export_and_compare(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts: &Expor
     (rows, file, table)
 }
 
-/// How far above its intrinsic floor a backend may land in
-/// [`check_parity_vs_floor`]: 2x the floor's error (tch fp32's own error to
-/// the f64 forward, one sample of an fp32 implementation's rounding). It was
-/// 1.5x until tract's AVX2 kernels (a CPU without AVX-512) landed at 1.501x on
-/// ResNet-50 after 2 steps (2.092e-4 vs tch's 1.394e-4, max|ref| 134: a
-/// relative error of 1.6e-6); ORT stayed at 0.93x there.
-pub const FLOOR_FACTOR: f64 = 2.0;
-
 /// Parity for networks whose own arithmetic is too ill-conditioned for the
 /// fixed bounds (the random-init ResNet-50: `tests/parity_backbones.rs`
 /// explains the measurement). Everything is measured against the network
 /// evaluated in f64 ([`tch_features`]), the function every implementation
 /// approximates:
-/// - fp32: each backend's max abs error to the f64 features <= [`TOL_F32`], or
+/// - fp32: each backend's max abs error to the f64 features <= [`tol::F32`], or
 ///   where tch's own fp32 forward is already further than that from them,
-///   <= [`FLOOR_FACTOR`] x tch's error (as exact as the training framework).
+///   <= [`tol::FLOOR_FACTOR`] x tch's error (as exact as the training framework).
 /// - fp16: each backend's `1 - cosine` to the tch fp32 features <= `1 -`
-///   [`MIN_COS_F16`], or where rounding the weights alone to fp16 (f64
-///   compute) already costs more, <= [`FLOOR_FACTOR`] x that cost.
+///   [`tol::F16_COS`], or where rounding the weights alone to fp16 (f64
+///   compute) already costs more, <= [`tol::FLOOR_FACTOR`] x that cost.
 ///
 /// Backbone features only (no heads).
 pub fn check_parity_vs_floor(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts: &ExportOptions, x: &ArrayD<f32>, dir: &Path) -> Outcome {
@@ -224,7 +214,7 @@ pub fn check_parity_vs_floor(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts:
     if opts.fp16 {
         let floor = 1.0 - min_cosine_f64(&tch32, &tch_features(ckpt, cfg, opts, x, Kind::Double, true));
         assert!(floor.is_finite(), "{tag}: the fp16-weights f64 forward is not finite (1 - cosine {floor})");
-        let bound = (1.0 - MIN_COS_F16 as f64).max(FLOOR_FACTOR * floor);
+        let bound = (1.0 - tol::F16_COS as f64).max(tol::FLOOR_FACTOR * floor);
         eprintln!("  fp16 weights alone (f64 compute): 1 - cosine {floor:.3e}; bound on 1 - cosine {bound:.3e}");
         for r in &rows {
             assert!(1.0 - r.cosine as f64 <= bound, "{tag}: {} fp16 1 - cosine {:.3e} above {bound:.3e}\n{table}", r.backend, 1.0 - r.cosine);
@@ -233,7 +223,7 @@ pub fn check_parity_vs_floor(tag: &str, ckpt: &Path, cfg: &BackboneConfig, opts:
         let exact = tch_features(ckpt, cfg, opts, x, Kind::Double, false);
         let e_tch = max_abs_f64(&tch32, &exact);
         assert!(e_tch.is_finite(), "{tag}: tch fp32 vs its f64 forward: max abs error {e_tch} (a non-finite value)");
-        let bound = (TOL_F32 as f64).max(FLOOR_FACTOR * e_tch);
+        let bound = (tol::F32 as f64).max(tol::FLOOR_FACTOR * e_tch);
         let errs: Vec<(&str, f64)> = runs.iter().map(|(b, o)| (*b, max_abs_f64(&o[0], &exact))).collect();
         let list: Vec<String> = errs.iter().map(|(b, e)| format!("{b} {e:.3e}")).collect();
         eprintln!("  max abs error to the f64 forward: tch fp32 {e_tch:.3e}, {}; bound {bound:.3e}", list.join(", "));

@@ -9,7 +9,7 @@ use pretext_trainer::{Params, TchOps};
 use tch::{Device, Kind, Tensor};
 
 /// Absolute tolerance, scaled by max(1, max |reference|).
-const TOL: f64 = 1e-5;
+const TOL: f64 = pretext_runtime::compare::tol::F32_OP as f64;
 
 fn fixtures() -> HashMap<String, Tensor> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/ops/ops.safetensors");

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use pretext_models::resnet::BlockKind;
 use pretext_models::{Backbone, BackboneConfig, ParamKind, ResNetConfig, Stem, VitConfig};
+use pretext_runtime::compare::tol;
 use pretext_trainer::checkpoint;
 use pretext_trainer::methods::{build, MethodConfig, StepCtx};
 use pretext_trainer::optim::OptimizerKind;
@@ -103,7 +104,7 @@ fn check(fixture_name: &str) {
     let mut trainer = Trainer::new(m, OptimizerKind::Sgd, momentum, StepSchedule::constant(lr, wd));
     let got = trainer.step(&views, &ctx).unwrap();
     let want: f64 = fx.meta_str("loss").unwrap().parse().unwrap();
-    assert!(rel(got, want) < 1e-4, "{fixture_name}: loss {got} vs PyTorch {want}");
+    assert!(rel(got, want) < tol::F32_REL, "{fixture_name}: loss {got} vs PyTorch {want}");
     let (m, opt) = (&trainer.method, &trainer.opt);
 
     let mut groups: HashMap<&str, f64> = HashMap::new();
@@ -121,12 +122,12 @@ fn check(fixture_name: &str) {
             assert!(n2.sqrt() < zero, "{fixture_name}: grad norm of {}: {} vs PyTorch {w} (zero up to rounding)", s.name, n2.sqrt());
             continue;
         }
-        assert!((n2.sqrt() - w).abs() <= 1e-3 * w + 1e-7, "{fixture_name}: grad norm of {}: {} vs {w}", s.name, n2.sqrt());
+        assert!((n2.sqrt() - w).abs() <= tol::F32_REL_TENSOR * w + 1e-7, "{fixture_name}: grad norm of {}: {} vs {w}", s.name, n2.sqrt());
     }
     assert_eq!(groups.len(), want_groups.len(), "{fixture_name}: groups {groups:?} vs {want_groups:?}");
     for (g, w) in &want_groups {
         let got = groups[g.as_str()].sqrt();
-        assert!(rel(got, *w) < 1e-4, "{fixture_name}: grad norm of group {g}: {got} vs PyTorch {w}");
+        assert!(rel(got, *w) < tol::F32_REL, "{fixture_name}: grad norm of group {g}: {got} vs PyTorch {w}");
     }
 
     for (prefix, p) in m.students() {
@@ -135,7 +136,7 @@ fn check(fixture_name: &str) {
                 continue; // PyTorch's num_batches_tracked is unused with a fixed momentum
             }
             let k = format!("after.student.{prefix}{}", s.name);
-            close(&format!("{fixture_name}: {k}"), t, &fx.tensors[&k], 1e-4, 1e-5);
+            close(&format!("{fixture_name}: {k}"), t, &fx.tensors[&k], tol::F32_REL, tol::F32_OP as f64);
         }
     }
     if let Some(t) = m.teacher() {
@@ -144,7 +145,7 @@ fn check(fixture_name: &str) {
                 continue;
             }
             let k = format!("after.teacher.{}", s.name);
-            close(&format!("{fixture_name}: {k}"), v, &fx.tensors[&k], 1e-4, 1e-5);
+            close(&format!("{fixture_name}: {k}"), v, &fx.tensors[&k], tol::F32_REL, tol::F32_OP as f64);
         }
     }
     let state = m.state();
@@ -152,7 +153,7 @@ fn check(fixture_name: &str) {
     assert_eq!(state.len(), expected_state, "{fixture_name}: loss state parts");
     for (k, t) in state {
         let key = format!("after.state.{k}");
-        close(&format!("{fixture_name}: {key}"), &t, &fx.tensors[&key], 1e-4, 1e-6);
+        close(&format!("{fixture_name}: {key}"), &t, &fx.tensors[&key], tol::F32_REL, 1e-6);
     }
 }
 
