@@ -454,7 +454,31 @@ def vicreg():
     two_view_head("vicreg", 9, lambda d, h, o: VICRegProjectionHead(d, h, o, num_layers=3), loss)
 
 
+def two_view(method, seed, head, loss, meta, lr=LR):
+    """`two_view_head` with the method's own settings in the fixture's config."""
+    torch.manual_seed(seed)
+    D, H, O = WIDTH * 8, 32, 16
+    m = Net({"projection_head": head(D, H, O)}).train()
+    x = views(2)
+    run(method, m, lambda: loss(m.projection_head(m.backbone(x[0])), m.projection_head(m.backbone(x[1]))), x,
+        extra_meta={"proj_hidden": H, "proj_out": O, **meta}, lr=lr)
+
+
+def dcl():
+    # lightly's DCL example: SimCLRProjectionHead (Linear-BN-ReLU, Linear-BN), one forward per view.
+    from lightly.loss import DCLLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    two_view("dcl", 10, SimCLRProjectionHead, DCLLoss(temperature=0.2), {"temperature": 0.2})
+
+
+def dclw():
+    from lightly.loss import DCLWLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    two_view("dclw", 11, SimCLRProjectionHead, DCLWLoss(temperature=0.2, sigma=0.7), {"temperature": 0.2, "sigma": 0.7})
+
+
 EXTRA = {"barlow_twins": barlow_twins, "vicreg": vicreg, "augment_ops": augment_ops}
+EXTRA.update({"dcl": dcl, "dclw": dclw})
 
 
 if __name__ == "__main__":

@@ -160,6 +160,34 @@ pub fn vicreg(z_a: &Tensor, z_b: &Tensor, lambda: f64, mu: f64, nu: f64, eps: f6
     invariance * lambda + (variance(z_a) + variance(z_b)) * (0.5 * mu) + (covariance(z_a) + covariance(z_b)) * nu
 }
 
+/// Decoupled contrastive loss (Yeh et al. 2022, eq. 6; lightly's `DCLLoss`):
+/// NT-Xent with the positive pair removed from the denominator,
+/// `-w_i s_ii(0,1) + logsumexp_{j != i}([s_ij(0,0), s_ij(0,1)])` over
+/// `s = z . z' / temperature` of the L2-normalised projections, averaged over
+/// the batch and symmetrised over the two views. With `sigma` (DCLW) the
+/// positive term is weighted by `w = 2 - B softmax_i(z0_i . z1_i / sigma)`
+/// (lightly's `negative_mises_fisher_weights`, no gradient through `w`).
+///
+/// # Shapes
+/// z0, z1: (B, D) -> scalar
+pub fn dcl(z0: &Tensor, z1: &Tensor, temperature: f64, sigma: Option<f64>) -> Tensor {
+    let (z0, z1) = (l2_normalize(z0), l2_normalize(z1));
+    let b = z0.size()[0];
+    let eye = Tensor::eye(b, (Kind::Bool, z0.device()));
+    let one_side = |a: &Tensor, o: &Tensor| {
+        let s_aa = a.matmul(&a.tr()) / temperature;
+        let s_ao = a.matmul(&o.tr()) / temperature;
+        let mut positive = -s_ao.diagonal(0, 0, 1);
+        if let Some(sigma) = sigma {
+            let sim = (a * o).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).detach() / sigma;
+            positive = positive * (-(sim.softmax(0, Kind::Float) * b as f64) + 2.0);
+        }
+        let negatives = Tensor::cat(&[s_aa.masked_fill(&eye, f64::NEG_INFINITY), s_ao.masked_fill(&eye, f64::NEG_INFINITY)], 1);
+        (positive + negatives.logsumexp([1i64].as_slice(), false)).mean(Kind::Float)
+    };
+    (one_side(&z0, &z1) + one_side(&z1, &z0)) * 0.5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

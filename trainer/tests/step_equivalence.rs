@@ -192,3 +192,11 @@ fn barlow_twins_step_matches_pytorch() {
 fn vicreg_step_matches_pytorch() {
     check("vicreg");
 }
+#[test]
+fn dcl_step_matches_pytorch() {
+    check("dcl");
+}
+#[test]
+fn dclw_step_matches_pytorch() {
+    check("dclw");
+}

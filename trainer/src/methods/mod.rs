@@ -151,6 +151,7 @@ pub mod moco;
 pub mod simclr;
 pub mod simsiam;
 pub mod vicreg;
+pub mod dcl;
 
 use std::any::Any;
 use std::fmt;
@@ -167,7 +168,7 @@ use crate::optim::OptimizerKind;
 use crate::schedule;
 
 /// Every method, in the order `pretext train --help` and `docs/methods.md` list them.
-pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC];
+pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC, &dcl::SPEC, &dcl::weighted::SPEC];
 
 /// A method's registry entry: what the CLI, the config file and the docs know of it.
 pub struct MethodSpec {
