@@ -188,6 +188,103 @@ pub fn dcl(z0: &Tensor, z1: &Tensor, temperature: f64, sigma: Option<f64>) -> Te
     (one_side(&z0, &z1) + one_side(&z1, &z0)) * 0.5
 }
 
+/// MoCo v3's `contrastive_loss` summed over both directions (Chen et al.
+/// 2021, alg. 1): `ctr(q1, k2) + ctr(q2, k1)`, where `ctr(q, k)` is the cross
+/// entropy of `q_i . k_j / T` (L2-normalised) with target `j = i`, times `2T`.
+///
+/// # Shapes
+/// q1, q2, k1, k2: (B, D) -> scalar
+pub fn moco_v3(q1: &Tensor, q2: &Tensor, k1: &Tensor, k2: &Tensor, temperature: f64) -> Tensor {
+    let ctr = |q: &Tensor, k: &Tensor| {
+        let logits = l2_normalize(q).matmul(&l2_normalize(&k.detach()).tr()) / temperature;
+        logits.cross_entropy_for_logits(&Tensor::arange(q.size()[0], (Kind::Int64, q.device()))) * (2.0 * temperature)
+    };
+    ctr(q1, k2) + ctr(q2, k1)
+}
+
+/// FastSiam (Pototzky et al. 2022; lightly's example): each view's prediction
+/// against the mean of the other views' detached projections,
+/// `sum_i -cos(p_i, mean_{j != i} z_j) / n`.
+///
+/// # Shapes
+/// ps, zs: n x (B, D) -> scalar
+pub fn fastsiam(ps: &[Tensor], zs: &[Tensor]) -> Tensor {
+    let n = ps.len();
+    let z = Tensor::stack(zs, 0).detach();
+    let total = z.sum_dim_intlist([0i64].as_slice(), false, Kind::Float);
+    let mut loss = Tensor::zeros([], (Kind::Float, z.device()));
+    for (i, p) in ps.iter().enumerate() {
+        let others = (&total - z.get(i as i64)) / (n - 1) as f64;
+        loss += negative_cosine(p, &others) / n as f64;
+    }
+    loss
+}
+
+/// TiCo (Zhu et al. 2022; lightly's `TiCoLoss`): with `z_a`, `z_b`
+/// L2-normalised and the running covariance first updated with this batch,
+/// `C' = beta C + (1 - beta) z_a^T z_a / B` (no gradient), the loss is
+/// `1 - mean_i(z_a_i . z_b_i) + rho * mean_i(z_a_i^T C' z_a_i)`. Returns the
+/// loss and `C'`, the state for the next step.
+///
+/// # Shapes
+/// z_a, z_b: (B, D); c: (D, D) -> (scalar, (D, D))
+pub fn tico(z_a: &Tensor, z_b: &Tensor, c: &Tensor, beta: f64, rho: f64) -> (Tensor, Tensor) {
+    let (a, b) = (l2_normalize(z_a), l2_normalize(z_b));
+    let batch = a.tr().matmul(&a).detach() / a.size()[0] as f64;
+    let c = (c * beta + batch * (1.0 - beta)).detach();
+    let sum1 = |t: Tensor| t.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
+    let invariance = -sum1(&a * &b) + 1.0;
+    let contrast = sum1(a.matmul(&c) * &a) * rho;
+    (invariance + contrast, c)
+}
+
+/// Sinkhorn-Knopp codes of prototype scores (SwAV alg. 1, lightly's
+/// `sinkhorn`): `Q = exp(scores / epsilon)^T` normalised to sum 1, then
+/// `iterations` times rows to `1/K` and columns to `1/B`; returns `B Q^T`,
+/// each row a distribution over the prototypes.
+///
+/// # Shapes
+/// scores: (B, K) -> (B, K)
+pub fn sinkhorn(scores: &Tensor, iterations: u64, epsilon: f64) -> Tensor {
+    tch::no_grad(|| {
+        let mut q = (scores.detach() / epsilon).exp().tr();
+        q = &q / q.sum(Kind::Float);
+        let b = q.size()[1] as f64;
+        for _ in 0..iterations {
+            q = &q / q.sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+            q = &q / q.sum_dim_intlist([0i64].as_slice(), true, Kind::Float) / b;
+        }
+        (q * b).tr()
+    })
+}
+
+/// SwAV's swapped prediction (Caron et al. 2020, eq. 1; lightly's `SwaVLoss`):
+/// for each global crop `i`, codes `q_i` by [`sinkhorn`] over its scores (with
+/// its queue's scores appended, the codes of the batch rows kept), then the
+/// cross entropy `-sum_k q_ik log softmax(s_v / T)_k` from every other crop
+/// `v`, averaged over the `n_crops - 1` crops and the global crops.
+///
+/// # Shapes
+/// high: 2 x (B, K); low: n_local x (B', K); queue: 2 x (Q, K) -> scalar
+pub fn swav(high: &[Tensor], low: &[Tensor], queue: Option<&[Tensor]>, temperature: f64, iterations: u64, epsilon: f64) -> Tensor {
+    let n_crops = (high.len() + low.len()) as f64;
+    let ce = |s: &Tensor, q: &Tensor| -(q * (s / temperature).log_softmax(1, Kind::Float)).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
+    let mut loss = Tensor::zeros([], (Kind::Float, high[0].device()));
+    for (i, hi) in high.iter().enumerate() {
+        let b = hi.size()[0];
+        let q = match queue {
+            Some(queue) => sinkhorn(&Tensor::cat(&[hi.detach(), queue[i].detach()], 0), iterations, epsilon).narrow(0, 0, b),
+            None => sinkhorn(hi, iterations, epsilon),
+        };
+        let mut sub = Tensor::zeros([], (Kind::Float, hi.device()));
+        for s in high.iter().enumerate().filter(|(v, _)| *v != i).map(|(_, s)| s).chain(low) {
+            sub += ce(s, &q);
+        }
+        loss += sub / (n_crops - 1.0);
+    }
+    loss / high.len() as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -200,3 +200,27 @@ fn dcl_step_matches_pytorch() {
 fn dclw_step_matches_pytorch() {
     check("dclw");
 }
+#[test]
+fn moco_v3_step_matches_pytorch() {
+    check("moco_v3");
+}
+#[test]
+fn nnclr_step_matches_pytorch() {
+    check("nnclr");
+}
+#[test]
+fn fastsiam_step_matches_pytorch() {
+    check("fastsiam");
+}
+#[test]
+fn tico_step_matches_pytorch() {
+    check("tico");
+}
+#[test]
+fn swav_step_matches_pytorch() {
+    check("swav");
+}
+#[test]
+fn swav_epoch2_step_matches_pytorch() {
+    check("swav_epoch2");
+}
