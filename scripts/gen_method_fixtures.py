@@ -656,7 +656,7 @@ def swav():
         frozen = ["prototypes.heads.0.weight"] if step_i < 3 else []
         run(name, m, step, x, step=step_i, epoch=epoch, frozen=frozen, state_init=init, state_after=state,
             extra_meta={"proj_hidden": H, "proj_out": O, "n_prototypes": P, "temperature": 0.2, "sinkhorn_iterations": 4, "sinkhorn_epsilon": 0.1,
-                        "n_local": 2, "queue_size": QS, "queue_start_epoch": 1, "freeze_prototypes_steps": 3})
+                        "n_local": 2, "queue_length": QS, "queue_start_epoch": 1, "freeze_prototypes_steps": 3})
 
 
 EXTRA = {"barlow_twins": barlow_twins, "vicreg": vicreg, "augment_ops": augment_ops}

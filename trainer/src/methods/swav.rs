@@ -46,7 +46,7 @@ super::method! {
         /// Local crops per image, besides the 2 global crops.
         n_local: usize = 6, Range::closed(0.0, 32.0);
         /// Projections queued per global crop for the codes (0: no queue; the repo's 3840 for small batches).
-        queue_size: i64 = 3840, Range::at_least(0.0);
+        queue_length: i64 = 3840, Range::at_least(0.0);
         /// Epoch from which the queued projections join the Sinkhorn batch (the repo's 15).
         queue_start_epoch: u64 = 15, Range::at_least(0.0);
         /// Steps during which the prototypes are frozen (the repo's 313).
@@ -81,7 +81,7 @@ pub struct Swav {
     /// L2 normalisation then the bias-free prototypes layer (`prototypes.heads.0`).
     protos: MlpHead,
     params: Params,
-    /// One queue of normalised projections per global crop (none when `queue_size` is 0).
+    /// One queue of normalised projections per global crop (none when `queue_length` is 0).
     pub queues: Vec<Queue>,
     pending: Vec<Tensor>,
     c: Config,
@@ -97,7 +97,7 @@ impl Swav {
         };
         let params = Params::new(specs(&backbone, &[&proj, &protos]), device);
         params.use_channels_last();
-        let queues = if c.queue_size > 0 { (0..2).map(|_| Queue::new(c.queue_size, c.proj_out, device)).collect() } else { vec![] };
+        let queues = if c.queue_length > 0 { (0..2).map(|_| Queue::new(c.queue_length, c.proj_out, device)).collect() } else { vec![] };
         let s = Self { backbone, proj, protos, params, queues, pending: vec![], c: c.clone() };
         s.normalize_prototypes();
         s
