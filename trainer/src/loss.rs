@@ -513,3 +513,115 @@ mod tests {
         assert!((l - 25.0 * 0.25).abs() < 1e-5, "{l}");
     }
 }
+
+/// DCL/DCLW, MoCo v3, FastSiam, TiCo, SwAV against their definitions and closed forms
+/// (the step-equivalence fixtures compare them with lightly and the moco-v3 repo).
+#[cfg(test)]
+mod joint_embedding_tests {
+    use super::*;
+    use tch::Device;
+
+    fn f(t: &Tensor) -> f64 {
+        t.double_value(&[])
+    }
+
+    /// Eq. 6 of the DCL paper one row at a time, both directions; `sigma`: DCLW's weight.
+    fn dcl_naive(z0: &Tensor, z1: &Tensor, t: f64, sigma: Option<f64>) -> f64 {
+        let (a, b) = (l2_normalize(z0), l2_normalize(z1));
+        let n = a.size()[0];
+        let dot = |x: &Tensor, i: i64, y: &Tensor, j: i64| f(&(x.get(i) * y.get(j)).sum(Kind::Float));
+        let side = |x: &Tensor, y: &Tensor| {
+            let pos: Vec<f64> = (0..n).map(|i| dot(x, i, y, i)).collect();
+            let w: Vec<f64> = match sigma {
+                Some(s) => {
+                    let e: Vec<f64> = pos.iter().map(|p| (p / s).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    e.iter().map(|v| 2.0 - n as f64 * v / sum).collect()
+                }
+                None => vec![1.0; n as usize],
+            };
+            let mut total = 0.0;
+            for i in 0..n {
+                let neg: f64 = (0..n).filter(|&j| j != i).map(|j| (dot(x, i, x, j) / t).exp() + (dot(x, i, y, j) / t).exp()).sum();
+                total += -w[i as usize] * pos[i as usize] / t + neg.ln();
+            }
+            total / n as f64
+        };
+        (side(&a, &b) + side(&b, &a)) / 2.0
+    }
+
+    #[test]
+    fn dcl_and_dclw_match_naive_loops() {
+        tch::manual_seed(3);
+        let z0 = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+        let z1 = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+        for (t, sigma) in [(0.1, None), (0.5, None), (0.2, Some(0.5)), (1.0, Some(2.0))] {
+            let got = f(&dcl(&z0, &z1, t, sigma));
+            let want = dcl_naive(&z0, &z1, t, sigma);
+            assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "t {t} sigma {sigma:?}: {got} vs {want}");
+        }
+        // The weights average to 1: for equal positive similarities DCLW is DCL.
+        let e = Tensor::eye(4, (Kind::Float, Device::Cpu));
+        assert!((f(&dcl(&e, &e, 0.3, Some(0.5))) - f(&dcl(&e, &e, 0.3, None))).abs() < 1e-6);
+    }
+
+    /// Orthonormal queries equal to their keys: logits 1/T on the diagonal, 0 elsewhere.
+    #[test]
+    fn moco_v3_closed_form() {
+        let (b, t) = (4, 0.2);
+        let e = Tensor::eye(b, (Kind::Float, Device::Cpu));
+        let ce = -((1.0f64 / t).exp() / ((1.0f64 / t).exp() + (b - 1) as f64)).ln();
+        let got = f(&moco_v3(&e, &e, &e, &e, t));
+        assert!((got - 2.0 * 2.0 * t * ce).abs() < 1e-5, "{got}");
+    }
+
+    /// A prediction equal (up to scale) to the mean of the other views' projections scores -1.
+    #[test]
+    fn fastsiam_closed_form() {
+        tch::manual_seed(4);
+        let zs: Vec<Tensor> = (0..3).map(|_| Tensor::randn([2, 5], (Kind::Float, Device::Cpu))).collect();
+        let ps: Vec<Tensor> = (0..3).map(|i| (&zs[(i + 1) % 3] + &zs[(i + 2) % 3]) * 3.0).collect();
+        assert!((f(&fastsiam(&ps, &zs)) + 1.0).abs() < 1e-6);
+    }
+
+    /// Identical orthonormal views: no invariance cost; with beta 0 the covariance is this
+    /// batch's, `I / B`, so the contrast is rho / B; with beta 1 the old covariance is kept.
+    #[test]
+    fn tico_closed_forms_and_covariance_update() {
+        let b = 4;
+        let e = Tensor::eye(b, (Kind::Float, Device::Cpu));
+        let zero = Tensor::zeros([b, b], (Kind::Float, Device::Cpu));
+        let (l, c) = tico(&e, &e, &zero, 0.0, 8.0);
+        assert!((f(&l) - 8.0 / b as f64).abs() < 1e-6, "{}", f(&l));
+        assert!(f(&(c - &e / b as f64).abs().max()) < 1e-7);
+        let old = Tensor::ones([b, b], (Kind::Float, Device::Cpu));
+        let (l, c) = tico(&e, &(-&e), &old, 1.0, 2.0);
+        assert!((f(&l) - (2.0 + 2.0)).abs() < 1e-6, "{}", f(&l));
+        assert!(c.equal(&old));
+    }
+
+    #[test]
+    fn sinkhorn_codes_are_distributions_with_balanced_prototypes() {
+        tch::manual_seed(5);
+        let s = Tensor::randn([6, 3], (Kind::Float, Device::Cpu)) * 0.1;
+        let q = sinkhorn(&s, 50, 0.05);
+        let rows = q.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        assert!(f(&(rows - 1.0).abs().max()) < 1e-5, "each code sums to 1");
+        let cols = q.sum_dim_intlist([0i64].as_slice(), false, Kind::Float);
+        assert!(f(&(cols - 2.0).abs().max()) < 1e-3, "each prototype gets B / K of the batch");
+    }
+
+    /// Equal scores everywhere: uniform codes and predictions, a cross entropy of ln K.
+    #[test]
+    fn swav_uniform_scores_give_ln_k() {
+        let k = 5;
+        let s = Tensor::full([3, k], 0.3, (Kind::Float, Device::Cpu));
+        let q = Tensor::full([7, k], -0.2, (Kind::Float, Device::Cpu));
+        let high = [s.shallow_clone(), s.shallow_clone()];
+        let low = [s.shallow_clone()];
+        for queue in [None, Some([q.shallow_clone(), q.shallow_clone()])] {
+            let l = f(&swav(&high, &low, queue.as_ref().map(|q| q.as_slice()), 0.1, 3, 0.05));
+            assert!((l - (k as f64).ln()).abs() < 1e-5, "{l}");
+        }
+    }
+}
