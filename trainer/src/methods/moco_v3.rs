@@ -134,3 +134,32 @@ impl Method for MocoV3 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::methods::{build, MethodConfig};
+    use pretext_models::BackboneConfig;
+
+    /// The frozen patch projection is a ViT's: refused on a ResNet naming the field; on a ViT the
+    /// two patch-embedding tensors are frozen every step and the heads follow the repo's `MoCo_ViT`.
+    #[test]
+    fn frozen_patch_embed_is_for_vits() {
+        let resnet = Backbone::new(&BackboneConfig::from_name("resnet18-cifar").unwrap());
+        let mut c = MethodConfig::defaults("moco_v3", resnet.embed_dim()).unwrap();
+        c.set("frozen_patch_embed", "1").unwrap();
+        let e = c.validate(&resnet).unwrap_err().to_string();
+        assert!(e.contains("method.frozen_patch_embed = 1") && e.contains("ResNet"), "{e}");
+        let vit = Backbone::new(&BackboneConfig::from_name("vit-tiny-cifar").unwrap());
+        let m = build(&c, vit, Device::Cpu).unwrap();
+        let ctx = StepCtx { step: 5, total_steps: 10, epoch: 1 };
+        assert_eq!(m.frozen(&ctx), PATCH_EMBED.map(String::from).to_vec());
+        for name in PATCH_EMBED {
+            assert!(m.students()[0].1.get(name).is_some(), "{name} is a ViT tensor");
+        }
+        let heads = m.heads();
+        let HeadSpec::Mlp(proj) = &heads[0].1 else { panic!("an MLP") };
+        assert_eq!(proj.layers.iter().filter(|l| matches!(l, Layer::Linear { bias: false, .. })).count(), 3, "3 bias-free layers on a ViT");
+        assert!(matches!(proj.layers.last(), Some(Layer::Norm { norm: Norm::BatchNormNoAffine, .. })));
+    }
+}
