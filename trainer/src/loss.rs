@@ -180,7 +180,7 @@ pub fn dcl(z0: &Tensor, z1: &Tensor, temperature: f64, sigma: Option<f64>) -> Te
         let mut positive = -s_ao.diagonal(0, 0, 1);
         if let Some(sigma) = sigma {
             let sim = (a * o).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).detach() / sigma;
-            positive = positive * (-(sim.softmax(0, Kind::Float) * b as f64) + 2.0);
+            positive *= -(sim.softmax(0, Kind::Float) * b as f64) + 2.0;
         }
         let negatives = Tensor::cat(&[s_aa.masked_fill(&eye, f64::NEG_INFINITY), s_ao.masked_fill(&eye, f64::NEG_INFINITY)], 1);
         (positive + negatives.logsumexp([1i64].as_slice(), false)).mean(Kind::Float)
