@@ -659,8 +659,76 @@ def swav():
                         "n_local": 2, "queue_length": QS, "queue_start_epoch": 1, "freeze_prototypes_steps": 3})
 
 
+def moco_v3_vit():
+    """facebookresearch/moco-v3 builder.py `MoCo_ViT` on a 1-block timm ViT: 3-layer projector, predictor with its
+    last BN, T = 0.2, the patch projection frozen (`--stop-grad-conv1`: no gradient reaches the optimizer)."""
+    torch.manual_seed(18)
+    E, H, O, T, STEP, P = 32, 32, 16, 0.2, 3, 4
+
+    def build_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True):  # builder.py `_build_mlp`
+        mlp = []
+        for l in range(num_layers):
+            dim1 = input_dim if l == 0 else mlp_dim
+            dim2 = output_dim if l == num_layers - 1 else mlp_dim
+            mlp.append(nn.Linear(dim1, dim2, bias=False))
+            if l < num_layers - 1:
+                mlp.append(nn.BatchNorm1d(dim2))
+                mlp.append(nn.ReLU(inplace=True))
+            elif last_bn:
+                mlp.append(nn.BatchNorm1d(dim2, affine=False))
+        return Layers(nn.Sequential(*mlp))
+
+    class VitNet(nn.Module):
+        """timm names without the `vit.` prefix, as MaeNet."""
+
+        def __init__(self, heads):
+            super().__init__()
+            self.vit = VisionTransformer(img_size=S, patch_size=P, embed_dim=E, depth=1, num_heads=2, num_classes=0, qkv_bias=True)
+            for k, v in heads.items():
+                setattr(self, k, v)
+
+        def backbone(self, x):
+            return self.vit(x)
+
+        def state_dict(self, *a, **k):
+            return {(n[4:] if n.startswith("vit.") else n): v for n, v in nn.Module.state_dict(self, *a, **k).items()}
+
+        def named_parameters(self, *a, **k):
+            for n, p in nn.Module.named_parameters(self, *a, **k):
+                yield (n[4:] if n.startswith("vit.") else n), p
+
+        def load_state_dict(self, sd, strict=True):
+            sd = {(n if n.startswith("projection_head") else "vit." + n): v for n, v in sd.items()}
+            return nn.Module.load_state_dict(self, sd, strict=strict)
+
+    m = VitNet({"projection_head": build_mlp(3, E, H, O), "prediction_head": build_mlp(2, O, H, O)}).train()
+    t = VitNet({"projection_head": build_mlp(3, E, H, O)}).train()
+    x = views(2)
+
+    def ctr(q, k):
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        logits = torch.einsum("nc,mc->nm", [q, k]) / T
+        return F.cross_entropy(logits, torch.arange(logits.shape[0])) * (2 * T)
+
+    def step():
+        q1 = m.prediction_head(m.projection_head(m.backbone(x[0])))
+        q2 = m.prediction_head(m.projection_head(m.backbone(x[1])))
+        with torch.no_grad():
+            tau = cosine(STEP, TOTAL_STEPS, 0.99, 1.0)
+            sp = dict(m.named_parameters())
+            for n, p in t.named_parameters():
+                p.mul_(tau).add_(sp[n], alpha=1 - tau)
+            k1 = t.projection_head(t.backbone(x[0]))
+            k2 = t.projection_head(t.backbone(x[1]))
+        return ctr(q1, k2) + ctr(q2, k1)
+
+    run("moco_v3_vit", m, step, x, teacher=t, step=STEP, ema_before=True, teacher_offset=0.05,
+        frozen=["patch_embed.proj.weight", "patch_embed.proj.bias"],
+        extra_meta={"embed_dim": E, "patch": P, "proj_hidden": H, "proj_out": O, "tau": 0.99, "temperature": T, "frozen_patch_embed": 1})
+
+
 EXTRA = {"barlow_twins": barlow_twins, "vicreg": vicreg, "augment_ops": augment_ops}
-EXTRA.update({"dcl": dcl, "dclw": dclw, "moco_v3": moco_v3, "nnclr": nnclr, "fastsiam": fastsiam, "tico": tico, "swav": swav})
+EXTRA.update({"dcl": dcl, "dclw": dclw, "moco_v3": moco_v3, "nnclr": nnclr, "fastsiam": fastsiam, "tico": tico, "swav": swav, "moco_v3_vit": moco_v3_vit})
 
 
 if __name__ == "__main__":
