@@ -454,7 +454,281 @@ def vicreg():
     two_view_head("vicreg", 9, lambda d, h, o: VICRegProjectionHead(d, h, o, num_layers=3), loss)
 
 
+def two_view(method, seed, head, loss, meta, lr=LR):
+    """`two_view_head` with the method's own settings in the fixture's config."""
+    torch.manual_seed(seed)
+    D, H, O = WIDTH * 8, 32, 16
+    m = Net({"projection_head": head(D, H, O)}).train()
+    x = views(2)
+    run(method, m, lambda: loss(m.projection_head(m.backbone(x[0])), m.projection_head(m.backbone(x[1]))), x,
+        extra_meta={"proj_hidden": H, "proj_out": O, **meta}, lr=lr)
+
+
+def dcl():
+    # lightly's DCL example: SimCLRProjectionHead (Linear-BN-ReLU, Linear-BN), one forward per view.
+    from lightly.loss import DCLLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    two_view("dcl", 10, SimCLRProjectionHead, DCLLoss(temperature=0.2), {"temperature": 0.2})
+
+
+def dclw():
+    from lightly.loss import DCLWLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    two_view("dclw", 11, SimCLRProjectionHead, DCLWLoss(temperature=0.2, sigma=0.7), {"temperature": 0.2, "sigma": 0.7})
+
+
+class Layers(nn.Module):
+    """An `nn.Sequential` under the name `layers`, as lightly's heads hold theirs."""
+
+    def __init__(self, seq):
+        super().__init__()
+        self.layers = seq
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def moco_v3():
+    """facebookresearch/moco-v3 builder.py `MoCo_ResNet` (T = 1.0, the repo's ResNet default)."""
+    torch.manual_seed(12)
+    D, H, O, T, STEP = WIDTH * 8, 32, 16, 1.0, 3
+
+    def build_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True):  # builder.py `_build_mlp`
+        mlp = []
+        for l in range(num_layers):
+            dim1 = input_dim if l == 0 else mlp_dim
+            dim2 = output_dim if l == num_layers - 1 else mlp_dim
+            mlp.append(nn.Linear(dim1, dim2, bias=False))
+            if l < num_layers - 1:
+                mlp.append(nn.BatchNorm1d(dim2))
+                mlp.append(nn.ReLU(inplace=True))
+            elif last_bn:
+                mlp.append(nn.BatchNorm1d(dim2, affine=False))
+        return Layers(nn.Sequential(*mlp))
+
+    m = Net({"projection_head": build_mlp(2, D, H, O), "prediction_head": build_mlp(2, O, H, O, False)}).train()
+    t = Net({"projection_head": build_mlp(2, D, H, O)}).train()
+    x = views(2)
+
+    def ctr(q, k):  # builder.py `contrastive_loss`, one process
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        logits = torch.einsum("nc,mc->nm", [q, k]) / T
+        return F.cross_entropy(logits, torch.arange(logits.shape[0])) * (2 * T)
+
+    def step():
+        q1 = m.prediction_head(m.projection_head(m.backbone(x[0])))
+        q2 = m.prediction_head(m.projection_head(m.backbone(x[1])))
+        with torch.no_grad():
+            # `_update_momentum_encoder(m)` before the keys.
+            tau = cosine(STEP, TOTAL_STEPS, 0.99, 1.0)
+            sp = dict(m.named_parameters())
+            for n, p in t.named_parameters():
+                p.mul_(tau).add_(sp[n], alpha=1 - tau)
+            k1 = t.projection_head(t.backbone(x[0]))
+            k2 = t.projection_head(t.backbone(x[1]))
+        return ctr(q1, k2) + ctr(q2, k1)
+
+    run("moco_v3", m, step, x, teacher=t, step=STEP, ema_before=True, teacher_offset=0.05,
+        extra_meta={"proj_hidden": H, "proj_out": O, "tau": 0.99, "temperature": T})
+
+
+def nnclr():
+    """lightly's NNCLR example: heads, NNMemoryBankModule (z0 looked up, z1 looked up and enqueued), NTXentLoss."""
+    from lightly.models.modules import NNCLRPredictionHead, NNCLRProjectionHead, NNMemoryBankModule
+    torch.manual_seed(13)
+    D, H, O, PH, K = WIDTH * 8, 32, 16, 24, 12
+    m = Net({"projection_head": NNCLRProjectionHead(D, H, O), "prediction_head": NNCLRPredictionHead(O, PH, O)}).train()
+    bank = NNMemoryBankModule(size=(K, O))
+    # The pointer 8 rows into a 12-row bank: the batch of 8 is cut at the end and the pointer returns to 0.
+    bank.bank_ptr[0] = 8
+    x = views(2)
+    crit = NTXentLoss(temperature=0.2)
+    state = lambda: {"support_set": bank.bank.clone(), "support_ptr": bank.bank_ptr.clone()}
+    init = state()
+
+    def step():
+        z0 = m.projection_head(m.backbone(x[0]))
+        z1 = m.projection_head(m.backbone(x[1]))
+        p0, p1 = m.prediction_head(z0), m.prediction_head(z1)
+        z0 = bank(z0.detach(), update=False)
+        z1 = bank(z1.detach(), update=True)
+        return 0.5 * (crit(z0, p1) + crit(z1, p0))
+
+    run("nnclr", m, step, x, state_init=init, state_after=state,
+        extra_meta={"proj_hidden": H, "proj_out": O, "pred_hidden": PH, "temperature": 0.2, "support_size": K})
+
+
+def fastsiam():
+    """lightly's FastSiam example (3 views here): each prediction against the mean of the other views' projections."""
+    torch.manual_seed(14)
+    D, H, O, N = WIDTH * 8, 32, 16, 3
+    m = Net({"projection_head": SimSiamProjectionHead(D, H, O), "prediction_head": SimSiamPredictionHead(O, 8, O)}).train()
+    x = views(N)
+    ncs = NegativeCosineSimilarity()
+
+    def step():
+        features = []
+        for v in x:
+            z = m.projection_head(m.backbone(v))
+            features.append((z.detach(), m.prediction_head(z)))
+        zs = torch.stack([z for z, _ in features])
+        ps = torch.stack([p for _, p in features])
+        loss = 0.0
+        for i in range(N):
+            mask = torch.arange(N) != i
+            loss += ncs(ps[i], torch.mean(zs[mask], dim=0)) / N
+        return loss
+
+    run("fastsiam", m, step, x, extra_meta={"proj_hidden": H, "proj_out": O, "pred_hidden": 8, "n_views": N})
+
+
+def tico():
+    """lightly's TiCo example: momentum encoder updated before the forward, TiCoLoss(online view 0, momentum view 1);
+    the running covariance starts away from zero so that its update shows."""
+    from lightly.loss import TiCoLoss
+    from lightly.models.modules.heads import TiCoProjectionHead
+    torch.manual_seed(15)
+    D, H, O, STEP = WIDTH * 8, 32, 16, 2
+    m = Net({"projection_head": TiCoProjectionHead(D, H, O)}).train()
+    t = Net({"projection_head": TiCoProjectionHead(D, H, O)}).train()
+    x = views(2)
+    crit = TiCoLoss(beta=0.8, rho=4.0)
+    c0 = torch.randn(O, O) * 0.1
+    crit.C = c0 @ c0.T
+
+    def step():
+        with torch.no_grad():
+            tau = cosine(STEP, TOTAL_STEPS, 0.99, 1.0)
+            sp = dict(m.named_parameters())
+            for n, p in t.named_parameters():
+                p.mul_(tau).add_(sp[n], alpha=1 - tau)
+        z0 = m.projection_head(m.backbone(x[0]))
+        with torch.no_grad():
+            z1 = t.projection_head(t.backbone(x[1]))
+        return crit(z0, z1)
+
+    run("tico", m, step, x, teacher=t, step=STEP, ema_before=True, teacher_offset=0.05, state_init={"covariance": crit.C.clone()},
+        state_after=lambda: {"covariance": crit.C}, extra_meta={"proj_hidden": H, "proj_out": O, "beta": 0.8, "rho": 4.0, "tau": 0.99})
+
+
+def swav():
+    """lightly's SwaV example with queues (SwaVProjectionHead, SwaVPrototypes without bias as in the repo,
+    one MemoryBankModule per global crop, SwaVLoss), 2 global + 2 local crops of one size through the backbone
+    together (the repo's multi-crop forward). `swav`: step 0, epoch 0: prototypes frozen, queues filled but
+    not used; `swav_epoch2`: step 4, epoch 2: prototypes trained and re-normalised, queues in the codes."""
+    from lightly.loss import SwaVLoss
+    from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
+    from lightly.models.modules.memory_bank import MemoryBankModule
+    D, H, O, P, QS = WIDTH * 8, 32, 16, 24, 12
+    for name, seed, step_i, epoch in [("swav", 16, 0, 0), ("swav_epoch2", 17, 4, 2)]:
+        torch.manual_seed(seed)
+        protos = SwaVPrototypes(O, P)
+        protos.heads[0].bias = None
+
+        class SwavNet(Net):
+            def state_dict(self, *a, **k):
+                # lightly's `prototypes.normalize()` at the start of each step: the weights the next step sees.
+                self.prototypes.normalize()
+                return super().state_dict(*a, **k)
+
+        m = SwavNet({"projection_head": SwaVProjectionHead(D, H, O), "prototypes": protos}).train()
+        with torch.no_grad():
+            m.prototypes.normalize()
+        queues = [MemoryBankModule(size=(QS, O)) for _ in range(2)]
+        queues[1].bank_ptr[0] = 8
+        x = views(2) + views(2, S // 2)
+        crit = SwaVLoss(temperature=0.2, sinkhorn_iterations=4, sinkhorn_epsilon=0.1)
+        state = lambda queues=queues: {k: v for i, q in enumerate(queues) for k, v in [(f"queue{i}", q.bank.clone()), (f"queue{i}_ptr", q.bank_ptr.clone())]}
+        init = state()
+
+        def step(m=m, x=x, queues=queues, crit=crit, epoch=epoch):
+            feats = []
+            for size in sorted({v.shape[-1] for v in x}, reverse=True):
+                group_v = [v for v in x if v.shape[-1] == size]
+                f = F.normalize(m.projection_head(m.backbone(torch.cat(group_v))), dim=1, p=2)
+                feats.extend(f.chunk(len(group_v)))
+            scores = [m.prototypes(f) for f in feats]
+            with torch.no_grad():
+                banks = [q(feats[i], update=True)[1].permute(1, 0) for i, q in enumerate(queues)]
+                queue_scores = [m.prototypes(b) for b in banks] if epoch >= 1 else None
+            return crit(scores[:2], scores[2:], queue_scores)
+
+        frozen = ["prototypes.heads.0.weight"] if step_i < 3 else []
+        run(name, m, step, x, step=step_i, epoch=epoch, frozen=frozen, state_init=init, state_after=state,
+            extra_meta={"proj_hidden": H, "proj_out": O, "n_prototypes": P, "temperature": 0.2, "sinkhorn_iterations": 4, "sinkhorn_epsilon": 0.1,
+                        "n_local": 2, "queue_length": QS, "queue_start_epoch": 1, "freeze_prototypes_steps": 3})
+
+
+def moco_v3_vit():
+    """facebookresearch/moco-v3 builder.py `MoCo_ViT` on a 1-block timm ViT: 3-layer projector, predictor with its
+    last BN, T = 0.2, the patch projection frozen (`--stop-grad-conv1`: no gradient reaches the optimizer)."""
+    torch.manual_seed(18)
+    E, H, O, T, STEP, P = 32, 32, 16, 0.2, 3, 4
+
+    def build_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn=True):  # builder.py `_build_mlp`
+        mlp = []
+        for l in range(num_layers):
+            dim1 = input_dim if l == 0 else mlp_dim
+            dim2 = output_dim if l == num_layers - 1 else mlp_dim
+            mlp.append(nn.Linear(dim1, dim2, bias=False))
+            if l < num_layers - 1:
+                mlp.append(nn.BatchNorm1d(dim2))
+                mlp.append(nn.ReLU(inplace=True))
+            elif last_bn:
+                mlp.append(nn.BatchNorm1d(dim2, affine=False))
+        return Layers(nn.Sequential(*mlp))
+
+    class VitNet(nn.Module):
+        """timm names without the `vit.` prefix, as MaeNet."""
+
+        def __init__(self, heads):
+            super().__init__()
+            self.vit = VisionTransformer(img_size=S, patch_size=P, embed_dim=E, depth=1, num_heads=2, num_classes=0, qkv_bias=True)
+            for k, v in heads.items():
+                setattr(self, k, v)
+
+        def backbone(self, x):
+            return self.vit(x)
+
+        def state_dict(self, *a, **k):
+            return {(n[4:] if n.startswith("vit.") else n): v for n, v in nn.Module.state_dict(self, *a, **k).items()}
+
+        def named_parameters(self, *a, **k):
+            for n, p in nn.Module.named_parameters(self, *a, **k):
+                yield (n[4:] if n.startswith("vit.") else n), p
+
+        def load_state_dict(self, sd, strict=True):
+            sd = {(n if n.startswith("projection_head") else "vit." + n): v for n, v in sd.items()}
+            return nn.Module.load_state_dict(self, sd, strict=strict)
+
+    m = VitNet({"projection_head": build_mlp(3, E, H, O), "prediction_head": build_mlp(2, O, H, O)}).train()
+    t = VitNet({"projection_head": build_mlp(3, E, H, O)}).train()
+    x = views(2)
+
+    def ctr(q, k):
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        logits = torch.einsum("nc,mc->nm", [q, k]) / T
+        return F.cross_entropy(logits, torch.arange(logits.shape[0])) * (2 * T)
+
+    def step():
+        q1 = m.prediction_head(m.projection_head(m.backbone(x[0])))
+        q2 = m.prediction_head(m.projection_head(m.backbone(x[1])))
+        with torch.no_grad():
+            tau = cosine(STEP, TOTAL_STEPS, 0.99, 1.0)
+            sp = dict(m.named_parameters())
+            for n, p in t.named_parameters():
+                p.mul_(tau).add_(sp[n], alpha=1 - tau)
+            k1 = t.projection_head(t.backbone(x[0]))
+            k2 = t.projection_head(t.backbone(x[1]))
+        return ctr(q1, k2) + ctr(q2, k1)
+
+    run("moco_v3_vit", m, step, x, teacher=t, step=STEP, ema_before=True, teacher_offset=0.05,
+        frozen=["patch_embed.proj.weight", "patch_embed.proj.bias"],
+        extra_meta={"embed_dim": E, "patch": P, "proj_hidden": H, "proj_out": O, "tau": 0.99, "temperature": T, "frozen_patch_embed": 1})
+
+
 EXTRA = {"barlow_twins": barlow_twins, "vicreg": vicreg, "augment_ops": augment_ops}
+EXTRA.update({"dcl": dcl, "dclw": dclw, "moco_v3": moco_v3, "nnclr": nnclr, "fastsiam": fastsiam, "tico": tico, "swav": swav, "moco_v3_vit": moco_v3_vit})
 
 
 if __name__ == "__main__":

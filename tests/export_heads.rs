@@ -223,3 +223,38 @@ fn unknown_and_inexpressible_heads_are_typed_errors() {
     let e = export("projection_head.layers.0").unwrap_err();
     assert!(matches!(&e, ExportError::UnknownHead { .. }), "{e:?}");
 }
+
+#[test]
+fn dcl_run_exports_its_heads() {
+    export_run("dcl", RESNET);
+}
+#[test]
+fn dclw_run_exports_its_heads() {
+    export_run("dclw", RESNET);
+}
+#[test]
+fn moco_v3_run_exports_its_heads() {
+    export_run("moco_v3", RESNET);
+}
+/// The ViT variant: 3-layer projector, predictor with its last BN, the patch projection frozen.
+#[test]
+fn moco_v3_vit_run_exports_its_heads() {
+    export_run("moco_v3", &["--backbone", "vit-tiny-cifar", "--depth", "1", "--frozen-patch-embed", "1"]);
+}
+#[test]
+fn nnclr_run_exports_its_heads() {
+    export_run("nnclr", RESNET);
+}
+#[test]
+fn fastsiam_run_exports_its_heads() {
+    export_run("fastsiam", RESNET);
+}
+#[test]
+fn tico_run_exports_its_heads() {
+    export_run("tico", RESNET);
+}
+/// The prototypes head: projection, L2 normalisation, the bias-free prototypes layer.
+#[test]
+fn swav_run_exports_its_heads() {
+    export_run("swav", &[RESNET, &["--n-local", "2", "--freeze-prototypes-steps", "1"]].concat());
+}

@@ -130,3 +130,22 @@ fn safetensors_bytes(p: &Path) -> std::collections::BTreeMap<String, (String, Ve
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors().into_iter().map(|(k, v)| (k, (format!("{:?}", v.dtype()), v.shape().to_vec(), v.data().to_vec()))).collect()
 }
+
+/// NNCLR: the support set and its pointer (40 rows at batch 16: the third batch is cut at the end).
+#[test]
+fn nnclr_kill_then_resume_gives_the_same_weights_and_support_set() {
+    kill_then_resume("nnclr", RESNET, &["--support-size", "40"], &["student.", "state.", "optim."]);
+}
+
+/// TiCo: the momentum encoder and the running covariance.
+#[test]
+fn tico_kill_then_resume_gives_the_same_weights_and_covariance() {
+    kill_then_resume("tico", RESNET, &[], &["student.", "teacher.", "state.", "optim."]);
+}
+
+/// SwAV: both queues and their pointers (used from epoch 2), the prototypes frozen for 5 steps, two local crops.
+#[test]
+fn swav_kill_then_resume_gives_the_same_weights_and_queues() {
+    let extra = ["--n-local", "2", "--queue-length", "40", "--queue-start-epoch", "2", "--freeze-prototypes-steps", "5"];
+    kill_then_resume("swav", RESNET, &extra, &["student.", "state.", "optim."]);
+}

@@ -160,6 +160,131 @@ pub fn vicreg(z_a: &Tensor, z_b: &Tensor, lambda: f64, mu: f64, nu: f64, eps: f6
     invariance * lambda + (variance(z_a) + variance(z_b)) * (0.5 * mu) + (covariance(z_a) + covariance(z_b)) * nu
 }
 
+/// Decoupled contrastive loss (Yeh et al. 2022, eq. 6; lightly's `DCLLoss`):
+/// NT-Xent with the positive pair removed from the denominator,
+/// `-w_i s_ii(0,1) + logsumexp_{j != i}([s_ij(0,0), s_ij(0,1)])` over
+/// `s = z . z' / temperature` of the L2-normalised projections, averaged over
+/// the batch and symmetrised over the two views. With `sigma` (DCLW) the
+/// positive term is weighted by `w = 2 - B softmax_i(z0_i . z1_i / sigma)`
+/// (lightly's `negative_mises_fisher_weights`, no gradient through `w`).
+///
+/// # Shapes
+/// z0, z1: (B, D) -> scalar
+pub fn dcl(z0: &Tensor, z1: &Tensor, temperature: f64, sigma: Option<f64>) -> Tensor {
+    let (z0, z1) = (l2_normalize(z0), l2_normalize(z1));
+    let b = z0.size()[0];
+    let eye = Tensor::eye(b, (Kind::Bool, z0.device()));
+    let one_side = |a: &Tensor, o: &Tensor| {
+        let s_aa = a.matmul(&a.tr()) / temperature;
+        let s_ao = a.matmul(&o.tr()) / temperature;
+        let mut positive = -s_ao.diagonal(0, 0, 1);
+        if let Some(sigma) = sigma {
+            let sim = (a * o).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).detach() / sigma;
+            positive *= -(sim.softmax(0, Kind::Float) * b as f64) + 2.0;
+        }
+        let negatives = Tensor::cat(&[s_aa.masked_fill(&eye, f64::NEG_INFINITY), s_ao.masked_fill(&eye, f64::NEG_INFINITY)], 1);
+        (positive + negatives.logsumexp([1i64].as_slice(), false)).mean(Kind::Float)
+    };
+    (one_side(&z0, &z1) + one_side(&z1, &z0)) * 0.5
+}
+
+/// MoCo v3's `contrastive_loss` summed over both directions (Chen et al.
+/// 2021, alg. 1): `ctr(q1, k2) + ctr(q2, k1)`, where `ctr(q, k)` is the cross
+/// entropy of `q_i . k_j / T` (L2-normalised) with target `j = i`, times `2T`.
+///
+/// # Shapes
+/// q1, q2, k1, k2: (B, D) -> scalar
+pub fn moco_v3(q1: &Tensor, q2: &Tensor, k1: &Tensor, k2: &Tensor, temperature: f64) -> Tensor {
+    let ctr = |q: &Tensor, k: &Tensor| {
+        let logits = l2_normalize(q).matmul(&l2_normalize(&k.detach()).tr()) / temperature;
+        logits.cross_entropy_for_logits(&Tensor::arange(q.size()[0], (Kind::Int64, q.device()))) * (2.0 * temperature)
+    };
+    ctr(q1, k2) + ctr(q2, k1)
+}
+
+/// FastSiam (Pototzky et al. 2022; lightly's example): each view's prediction
+/// against the mean of the other views' detached projections,
+/// `sum_i -cos(p_i, mean_{j != i} z_j) / n`.
+///
+/// # Shapes
+/// ps, zs: n x (B, D) -> scalar
+pub fn fastsiam(ps: &[Tensor], zs: &[Tensor]) -> Tensor {
+    let n = ps.len();
+    let z = Tensor::stack(zs, 0).detach();
+    let total = z.sum_dim_intlist([0i64].as_slice(), false, Kind::Float);
+    let mut loss = Tensor::zeros([], (Kind::Float, z.device()));
+    for (i, p) in ps.iter().enumerate() {
+        let others = (&total - z.get(i as i64)) / (n - 1) as f64;
+        loss += negative_cosine(p, &others) / n as f64;
+    }
+    loss
+}
+
+/// TiCo (Zhu et al. 2022; lightly's `TiCoLoss`): with `z_a`, `z_b`
+/// L2-normalised and the running covariance first updated with this batch,
+/// `C' = beta C + (1 - beta) z_a^T z_a / B` (no gradient), the loss is
+/// `1 - mean_i(z_a_i . z_b_i) + rho * mean_i(z_a_i^T C' z_a_i)`. Returns the
+/// loss and `C'`, the state for the next step.
+///
+/// # Shapes
+/// z_a, z_b: (B, D); c: (D, D) -> (scalar, (D, D))
+pub fn tico(z_a: &Tensor, z_b: &Tensor, c: &Tensor, beta: f64, rho: f64) -> (Tensor, Tensor) {
+    let (a, b) = (l2_normalize(z_a), l2_normalize(z_b));
+    let batch = a.tr().matmul(&a).detach() / a.size()[0] as f64;
+    let c = (c * beta + batch * (1.0 - beta)).detach();
+    let sum1 = |t: Tensor| t.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
+    let invariance = -sum1(&a * &b) + 1.0;
+    let contrast = sum1(a.matmul(&c) * &a) * rho;
+    (invariance + contrast, c)
+}
+
+/// Sinkhorn-Knopp codes of prototype scores (SwAV alg. 1, lightly's
+/// `sinkhorn`): `Q = exp(scores / epsilon)^T` normalised to sum 1, then
+/// `iterations` times rows to `1/K` and columns to `1/B`; returns `B Q^T`,
+/// each row a distribution over the prototypes.
+///
+/// # Shapes
+/// scores: (B, K) -> (B, K)
+pub fn sinkhorn(scores: &Tensor, iterations: u64, epsilon: f64) -> Tensor {
+    tch::no_grad(|| {
+        let mut q = (scores.detach() / epsilon).exp().tr();
+        q = &q / q.sum(Kind::Float);
+        let b = q.size()[1] as f64;
+        for _ in 0..iterations {
+            q = &q / q.sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+            q = &q / q.sum_dim_intlist([0i64].as_slice(), true, Kind::Float) / b;
+        }
+        (q * b).tr()
+    })
+}
+
+/// SwAV's swapped prediction (Caron et al. 2020, eq. 1; lightly's `SwaVLoss`):
+/// for each global crop `i`, codes `q_i` by [`sinkhorn`] over its scores (with
+/// its queue's scores appended, the codes of the batch rows kept), then the
+/// cross entropy `-sum_k q_ik log softmax(s_v / T)_k` from every other crop
+/// `v`, averaged over the `n_crops - 1` crops and the global crops.
+///
+/// # Shapes
+/// high: 2 x (B, K); low: n_local x (B', K); queue: 2 x (Q, K) -> scalar
+pub fn swav(high: &[Tensor], low: &[Tensor], queue: Option<&[Tensor]>, temperature: f64, iterations: u64, epsilon: f64) -> Tensor {
+    let n_crops = (high.len() + low.len()) as f64;
+    let ce = |s: &Tensor, q: &Tensor| -(q * (s / temperature).log_softmax(1, Kind::Float)).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
+    let mut loss = Tensor::zeros([], (Kind::Float, high[0].device()));
+    for (i, hi) in high.iter().enumerate() {
+        let b = hi.size()[0];
+        let q = match queue {
+            Some(queue) => sinkhorn(&Tensor::cat(&[hi.detach(), queue[i].detach()], 0), iterations, epsilon).narrow(0, 0, b),
+            None => sinkhorn(hi, iterations, epsilon),
+        };
+        let mut sub = Tensor::zeros([], (Kind::Float, hi.device()));
+        for s in high.iter().enumerate().filter(|(v, _)| *v != i).map(|(_, s)| s).chain(low) {
+            sub += ce(s, &q);
+        }
+        loss += sub / (n_crops - 1.0);
+    }
+    loss / high.len() as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,5 +511,117 @@ mod tests {
         // Invariance alone is the MSE: views apart by 0.5 everywhere give lambda * 0.25.
         let l = f(&vicreg(&h, &(&h + 0.5), 25.0, 25.0, 1.0, 1e-4));
         assert!((l - 25.0 * 0.25).abs() < 1e-5, "{l}");
+    }
+}
+
+/// DCL/DCLW, MoCo v3, FastSiam, TiCo, SwAV against their definitions and closed forms
+/// (the step-equivalence fixtures compare them with lightly and the moco-v3 repo).
+#[cfg(test)]
+mod joint_embedding_tests {
+    use super::*;
+    use tch::Device;
+
+    fn f(t: &Tensor) -> f64 {
+        t.double_value(&[])
+    }
+
+    /// Eq. 6 of the DCL paper one row at a time, both directions; `sigma`: DCLW's weight.
+    fn dcl_naive(z0: &Tensor, z1: &Tensor, t: f64, sigma: Option<f64>) -> f64 {
+        let (a, b) = (l2_normalize(z0), l2_normalize(z1));
+        let n = a.size()[0];
+        let dot = |x: &Tensor, i: i64, y: &Tensor, j: i64| f(&(x.get(i) * y.get(j)).sum(Kind::Float));
+        let side = |x: &Tensor, y: &Tensor| {
+            let pos: Vec<f64> = (0..n).map(|i| dot(x, i, y, i)).collect();
+            let w: Vec<f64> = match sigma {
+                Some(s) => {
+                    let e: Vec<f64> = pos.iter().map(|p| (p / s).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    e.iter().map(|v| 2.0 - n as f64 * v / sum).collect()
+                }
+                None => vec![1.0; n as usize],
+            };
+            let mut total = 0.0;
+            for i in 0..n {
+                let neg: f64 = (0..n).filter(|&j| j != i).map(|j| (dot(x, i, x, j) / t).exp() + (dot(x, i, y, j) / t).exp()).sum();
+                total += -w[i as usize] * pos[i as usize] / t + neg.ln();
+            }
+            total / n as f64
+        };
+        (side(&a, &b) + side(&b, &a)) / 2.0
+    }
+
+    #[test]
+    fn dcl_and_dclw_match_naive_loops() {
+        tch::manual_seed(3);
+        let z0 = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+        let z1 = Tensor::randn([5, 4], (Kind::Float, Device::Cpu));
+        for (t, sigma) in [(0.1, None), (0.5, None), (0.2, Some(0.5)), (1.0, Some(2.0))] {
+            let got = f(&dcl(&z0, &z1, t, sigma));
+            let want = dcl_naive(&z0, &z1, t, sigma);
+            assert!((got - want).abs() < 1e-4 * want.abs().max(1.0), "t {t} sigma {sigma:?}: {got} vs {want}");
+        }
+        // The weights average to 1: for equal positive similarities DCLW is DCL.
+        let e = Tensor::eye(4, (Kind::Float, Device::Cpu));
+        assert!((f(&dcl(&e, &e, 0.3, Some(0.5))) - f(&dcl(&e, &e, 0.3, None))).abs() < 1e-6);
+    }
+
+    /// Orthonormal queries equal to their keys: logits 1/T on the diagonal, 0 elsewhere.
+    #[test]
+    fn moco_v3_closed_form() {
+        let (b, t) = (4, 0.2);
+        let e = Tensor::eye(b, (Kind::Float, Device::Cpu));
+        let ce = -((1.0f64 / t).exp() / ((1.0f64 / t).exp() + (b - 1) as f64)).ln();
+        let got = f(&moco_v3(&e, &e, &e, &e, t));
+        assert!((got - 2.0 * 2.0 * t * ce).abs() < 1e-5, "{got}");
+    }
+
+    /// A prediction equal (up to scale) to the mean of the other views' projections scores -1.
+    #[test]
+    fn fastsiam_closed_form() {
+        tch::manual_seed(4);
+        let zs: Vec<Tensor> = (0..3).map(|_| Tensor::randn([2, 5], (Kind::Float, Device::Cpu))).collect();
+        let ps: Vec<Tensor> = (0..3).map(|i| (&zs[(i + 1) % 3] + &zs[(i + 2) % 3]) * 3.0).collect();
+        assert!((f(&fastsiam(&ps, &zs)) + 1.0).abs() < 1e-6);
+    }
+
+    /// Identical orthonormal views: no invariance cost; with beta 0 the covariance is this
+    /// batch's, `I / B`, so the contrast is rho / B; with beta 1 the old covariance is kept.
+    #[test]
+    fn tico_closed_forms_and_covariance_update() {
+        let b = 4;
+        let e = Tensor::eye(b, (Kind::Float, Device::Cpu));
+        let zero = Tensor::zeros([b, b], (Kind::Float, Device::Cpu));
+        let (l, c) = tico(&e, &e, &zero, 0.0, 8.0);
+        assert!((f(&l) - 8.0 / b as f64).abs() < 1e-6, "{}", f(&l));
+        assert!(f(&(c - &e / b as f64).abs().max()) < 1e-7);
+        let old = Tensor::ones([b, b], (Kind::Float, Device::Cpu));
+        let (l, c) = tico(&e, &(-&e), &old, 1.0, 2.0);
+        assert!((f(&l) - (2.0 + 2.0)).abs() < 1e-6, "{}", f(&l));
+        assert!(c.equal(&old));
+    }
+
+    #[test]
+    fn sinkhorn_codes_are_distributions_with_balanced_prototypes() {
+        tch::manual_seed(5);
+        let s = Tensor::randn([6, 3], (Kind::Float, Device::Cpu)) * 0.1;
+        let q = sinkhorn(&s, 50, 0.05);
+        let rows = q.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        assert!(f(&(rows - 1.0).abs().max()) < 1e-5, "each code sums to 1");
+        let cols = q.sum_dim_intlist([0i64].as_slice(), false, Kind::Float);
+        assert!(f(&(cols - 2.0).abs().max()) < 1e-3, "each prototype gets B / K of the batch");
+    }
+
+    /// Equal scores everywhere: uniform codes and predictions, a cross entropy of ln K.
+    #[test]
+    fn swav_uniform_scores_give_ln_k() {
+        let k = 5;
+        let s = Tensor::full([3, k], 0.3, (Kind::Float, Device::Cpu));
+        let q = Tensor::full([7, k], -0.2, (Kind::Float, Device::Cpu));
+        let high = [s.shallow_clone(), s.shallow_clone()];
+        let low = [s.shallow_clone()];
+        for queue in [None, Some([q.shallow_clone(), q.shallow_clone()])] {
+            let l = f(&swav(&high, &low, queue.as_ref().map(|q| q.as_slice()), 0.1, 3, 0.05));
+            assert!((l - (k as f64).ln()).abs() < 1e-5, "{l}");
+        }
     }
 }

@@ -51,10 +51,10 @@ fn group(name: &str) -> &'static str {
 
 fn check(fixture_name: &str) {
     let fx = fixture(fixture_name);
-    let method = fixture_name.strip_suffix("_epoch2").unwrap_or(fixture_name);
+    let method = fixture_name.strip_suffix("_epoch2").or(fixture_name.strip_suffix("_vit")).unwrap_or(fixture_name);
     let cfg: serde_json::Value = serde_json::from_str(fx.meta_str("config").unwrap()).unwrap();
     let u = |k: &str| cfg[k].as_i64().unwrap_or_else(|| panic!("config {k}"));
-    let backbone = if method == "mae" {
+    let backbone = if method == "mae" || fixture_name.ends_with("_vit") {
         let mut v = VitConfig::vit_tiny_patch16_224().with_patch_and_size(u("patch"), 16).with_depth(1);
         v.embed_dim = u("embed_dim");
         v.num_heads = 2;
@@ -192,4 +192,40 @@ fn barlow_twins_step_matches_pytorch() {
 #[test]
 fn vicreg_step_matches_pytorch() {
     check("vicreg");
+}
+#[test]
+fn dcl_step_matches_pytorch() {
+    check("dcl");
+}
+#[test]
+fn dclw_step_matches_pytorch() {
+    check("dclw");
+}
+#[test]
+fn moco_v3_step_matches_pytorch() {
+    check("moco_v3");
+}
+#[test]
+fn nnclr_step_matches_pytorch() {
+    check("nnclr");
+}
+#[test]
+fn fastsiam_step_matches_pytorch() {
+    check("fastsiam");
+}
+#[test]
+fn tico_step_matches_pytorch() {
+    check("tico");
+}
+#[test]
+fn swav_step_matches_pytorch() {
+    check("swav");
+}
+#[test]
+fn swav_epoch2_step_matches_pytorch() {
+    check("swav_epoch2");
+}
+#[test]
+fn moco_v3_vit_step_matches_pytorch() {
+    check("moco_v3_vit");
 }

@@ -151,6 +151,12 @@ pub mod moco;
 pub mod simclr;
 pub mod simsiam;
 pub mod vicreg;
+pub mod dcl;
+pub mod moco_v3;
+pub mod nnclr;
+pub mod fastsiam;
+pub mod tico;
+pub mod swav;
 
 use std::any::Any;
 use std::fmt;
@@ -167,7 +173,7 @@ use crate::optim::OptimizerKind;
 use crate::schedule;
 
 /// Every method, in the order `pretext train --help` and `docs/methods.md` list them.
-pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC];
+pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC, &dcl::SPEC, &dcl::weighted::SPEC, &moco_v3::SPEC, &nnclr::SPEC, &fastsiam::SPEC, &tico::SPEC, &swav::SPEC];
 
 /// A method's registry entry: what the CLI, the config file and the docs know of it.
 pub struct MethodSpec {
