@@ -457,6 +457,23 @@ def vicreg():
 EXTRA = {"barlow_twins": barlow_twins, "vicreg": vicreg, "augment_ops": augment_ops}
 
 
+# The classic pretext tasks (issue #15), written from the papers' definitions. Each seeds its own RNG.
+
+def rotation():
+    """RotNet (Gidaris et al. 2018, sec. 2.2): the 4 rotations torch.rot90(x, k, (2, 3)), k = 0..3, of
+    every image in one batch (the RotNet repo's FeatureLearningRotNet), label k, cross entropy."""
+    torch.manual_seed(10)
+    D, H = WIDTH * 8, 16
+    m = Net({"projection_head": Head([(D, H, True, "relu"), (H, 4, False, None)])}).train()
+    x = views(1)
+    xr = torch.cat([torch.rot90(x[0], k, (2, 3)) for k in range(4)])
+    labels = torch.arange(4).repeat_interleave(B)
+    run("rotation", m, lambda: F.cross_entropy(m.projection_head(m.backbone(xr)), labels), x, extra_meta={"head_hidden": H})
+
+
+EXTRA["rotation"] = rotation
+
+
 if __name__ == "__main__":
     names = sys.argv[1:]
     unknown = [n for n in names if n != "base" and n not in EXTRA]

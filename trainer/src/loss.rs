@@ -388,3 +388,12 @@ mod tests {
         assert!((l - 25.0 * 0.25).abs() < 1e-5, "{l}");
     }
 }
+
+/// Cross entropy of logits against class labels, averaged over the rows
+/// (`F.cross_entropy`): the pretext tasks that classify (rotation, jigsaw).
+///
+/// # Shapes
+/// logits: (N, K); labels: (N,) int64 -> scalar
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits.cross_entropy_for_logits(labels)
+}

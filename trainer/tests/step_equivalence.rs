@@ -192,3 +192,7 @@ fn barlow_twins_step_matches_pytorch() {
 fn vicreg_step_matches_pytorch() {
     check("vicreg");
 }
+#[test]
+fn rotation_step_matches_pytorch() {
+    check("rotation");
+}

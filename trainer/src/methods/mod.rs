@@ -148,6 +148,7 @@ pub mod byol;
 pub mod dino;
 pub mod mae;
 pub mod moco;
+pub mod rotation;
 pub mod simclr;
 pub mod simsiam;
 pub mod vicreg;
@@ -167,7 +168,7 @@ use crate::optim::OptimizerKind;
 use crate::schedule;
 
 /// Every method, in the order `pretext train --help` and `docs/methods.md` list them.
-pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC];
+pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC, &rotation::SPEC];
 
 /// A method's registry entry: what the CLI, the config file and the docs know of it.
 pub struct MethodSpec {
