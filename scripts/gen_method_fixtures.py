@@ -474,6 +474,75 @@ def rotation():
 EXTRA["rotation"] = rotation
 
 
+def splitmix64(x):
+    m = (1 << 64) - 1
+    z = (x + 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def jigsaw_permutations(n, seed=0):
+    """Noroozi and Favaro's greedy "maximal" selection (select_permutations.py): all 9! permutations in
+    itertools (lexicographic) order, start at splitmix64(seed) mod 9!, then add the unused one of largest
+    average Hamming distance to the chosen set (argmax: the first on ties; integer sums, exact)."""
+    import itertools
+    import numpy as np
+    P = np.array(list(itertools.permutations(range(9))), dtype=np.int8)
+    dist = np.zeros(len(P), dtype=np.int64)
+    used = np.zeros(len(P), dtype=bool)
+    j = splitmix64(seed) % len(P)
+    out = []
+    for _ in range(n):
+        out.append(P[j].copy())
+        used[j] = True
+        dist += (P != P[j]).sum(1)
+        j = int(np.argmax(np.where(used, -1, dist)))
+    return torch.tensor(np.array(out), dtype=torch.int64)
+
+
+def jigsaw():
+    """Jigsaw (Noroozi and Favaro 2016, sec. 3; bbrattoli/JigsawPuzzlePytorch): 3x3 cells of S//3 px, a
+    tile of 64/75 of a cell at a random offset in each, each tile normalised by its own per-channel mean and
+    (unbiased) std, position t of the puzzle holds tile perm[t]; shared backbone and fc6 per tile, fc7-fc8 over
+    the 9 fc6 outputs in puzzle order, cross entropy on the permutation index. The random choices come from
+    `noise` (B, 19): perm = floor(u0 N), cell t's offset (dy, dx) = floor(u (cell - tile + 1))."""
+    torch.manual_seed(11)
+    D, P6, H, N, SZ = WIDTH * 8, 8, 16, 100, 24
+    perms = jigsaw_permutations(N)
+    m = Net({"projection_head": Head([(D, P6, True, "relu")]), "prediction_head": Head([(9 * P6, H, True, "relu"), (H, N, False, None)])}).train()
+    x = views(1, SZ)
+    noise = torch.rand(B, 19)
+    cell = SZ // 3
+    tile = max(cell * 64 // 75, 1)
+    labels = (noise[:, 0] * N).floor().long().clamp(0, N - 1)
+    off = (noise[:, 1:] * (cell - tile + 1)).floor().long().clamp(0, cell - tile)
+    rows = []
+    for t in range(9):
+        for i in range(B):
+            src = int(perms[labels[i], t])
+            dy, dx = int(off[i, 2 * src]), int(off[i, 2 * src + 1])
+            top, left = (src // 3) * cell + dy, (src % 3) * cell + dx
+            rows.append(x[0][i, :, top:top + tile, left:left + tile])
+    tiles = torch.stack(rows)
+    mean = tiles.mean((2, 3), keepdim=True)
+    std = tiles.std((2, 3), keepdim=True)
+    std = torch.where(std != 0, std, torch.ones_like(std))
+    tiles = (tiles - mean) / std
+
+    def loss():
+        h = m.projection_head(m.backbone(tiles))
+        h = h.reshape(9, B, -1).permute(1, 0, 2).reshape(B, -1)
+        return F.cross_entropy(m.prediction_head(h), labels)
+
+    run("jigsaw", m, loss, x, noise=noise, extra_meta={"num_permutations": N, "proj_out": P6, "head_hidden": H})
+    # The permutation set on its own (the Rust set must equal it).
+    save_file({"permutations": perms}, os.path.join(OUT, "jigsaw_permutations.safetensors"))
+
+
+EXTRA["jigsaw"] = jigsaw
+
+
 if __name__ == "__main__":
     names = sys.argv[1:]
     unknown = [n for n in names if n != "base" and n not in EXTRA]

@@ -196,3 +196,14 @@ fn vicreg_step_matches_pytorch() {
 fn rotation_step_matches_pytorch() {
     check("rotation");
 }
+#[test]
+fn jigsaw_step_matches_pytorch() {
+    check("jigsaw");
+}
+/// The greedy maximal-Hamming set of 100 equals the generator's numpy implementation.
+#[test]
+fn jigsaw_permutations_match_the_generator() {
+    let want = fixture("jigsaw_permutations").tensors["permutations"].shallow_clone();
+    let got: Vec<i64> = pretext_trainer::methods::jigsaw::permutations(100, 0).iter().flatten().map(|&v| v as i64).collect();
+    assert!(Tensor::from_slice(&got).reshape([100, 9]).equal(&want), "the permutation sets differ");
+}
