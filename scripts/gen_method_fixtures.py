@@ -129,12 +129,13 @@ def cosine(step, total, start, end):
 
 
 def run(method, student, loss_fn, views, teacher=None, state_init=None, state_after=None, extra_meta=None, noise=None,
-        step=0, epoch=0, ema_before=False, frozen=(), teacher_offset=0.0, lr=LR):
+        step=0, epoch=0, ema_before=False, frozen=(), teacher_offset=0.0, lr=LR, tensors=None):
     """One step: loss, backward, grad norms, cancel the grads of `frozen` (DINO's
     cancel_gradients_last_layer), SGD (no wd on norms/biases), EMA after the step
     (unless `ema_before`: the loss function did it, as MoCo); then `state_after()`
     gives the loss state after the step (queue, center). `teacher_offset` > 0 starts
-    the teacher away from the student (its float tensors + offset * randn). `lr`: the SGD lr."""
+    the teacher away from the student (its float tensors + offset * randn). `lr`: the SGD lr.
+    `tensors`: more inputs of the step, written as given (NPID's `indices`)."""
     init = {f"init.{k}": v.detach().clone() for k, v in student.state_dict().items()}
     if teacher is not None:
         teacher.load_state_dict({k: v for k, v in student.state_dict().items() if k in teacher.state_dict()})
@@ -172,6 +173,7 @@ def run(method, student, loss_fn, views, teacher=None, state_init=None, state_af
         out[f"view{i}"] = v
     if noise is not None:
         out["noise"] = noise
+    out.update(tensors or {})
     out.update({f"after.student.{k}": v.detach().clone() for k, v in student.state_dict().items()})
     if teacher is not None and not ema_before:
         tau = cosine(step, TOTAL_STEPS, extra_meta["tau"], 1.0)
@@ -541,6 +543,51 @@ def jigsaw():
 
 
 EXTRA["jigsaw"] = jigsaw
+
+
+def npid():
+    """NPID (Wu et al. 2018, eqs. 2-8; zhirongw/lemniscate.pytorch): 128-d (here 16) l2-normalised embedding,
+    memory bank of n rows; `npid`: NCE with K noise rows drawn uniformly (fixed here: `noise`), P_n = 1/n, Z =
+    mean(exp(s/T)) * n estimated on this first batch (NCEAverage), NCECriterion with eps 1e-7; `npid_softmax`: the
+    full non-parametric softmax (LinearAverage + CrossEntropyLoss). The bank rows of the batch become
+    normalize(0.5 v + 0.5 f) with the step's features f. `indices`: the images' training-set indices."""
+    for name, seed, K in [("npid", 12, 16), ("npid_softmax", 13, 0)]:
+        torch.manual_seed(seed)
+        D, O, NB, T, MOM = WIDTH * 8, 16, 32, 0.07, 0.5
+        m = Net({"projection_head": Head([(D, O, False, None)])}).train()
+        x = views(1)
+        memory = F.normalize(torch.randn(NB, O), dim=1)
+        idx = torch.randperm(NB)[:B]
+        noise = torch.randint(0, NB, (B, K)) if K else None
+        st = {}
+
+        def loss(m=m, x=x, memory=memory, idx=idx, noise=noise, K=K, st=st):
+            f = F.normalize(m.projection_head(m.backbone(x[0])), dim=1)
+            if K == 0:
+                loss = F.cross_entropy(f @ memory.T / T, idx)
+                z = torch.tensor([-1.0])
+            else:
+                w = memory[torch.cat([idx[:, None], noise], 1)]
+                out = torch.exp(torch.bmm(w, f[:, :, None]).squeeze(2) / T)
+                Z = float(out.mean()) * NB
+                out = out / Z
+                Pn = 1.0 / NB
+                ln_pmt = torch.log(out[:, 0] / (out[:, 0] + K * Pn + 1e-7))
+                ln_pon = torch.log(torch.full_like(out[:, 1:], K * Pn) / (out[:, 1:] + K * Pn + 1e-7))
+                loss = -(ln_pmt.sum() + ln_pon.sum()) / B
+                z = torch.tensor([Z])
+            with torch.no_grad():
+                pos = memory[idx] * MOM + f.detach() * (1 - MOM)
+                mem = memory.clone()
+                mem[idx] = pos / pos.norm(dim=1, keepdim=True)
+            st.update(memory=mem, nce_z=z)
+            return loss
+
+        run(name, m, loss, x, noise=noise, tensors={"indices": idx}, state_init={"memory": memory, "nce_z": torch.tensor([-1.0])},
+            state_after=lambda st=st: st, extra_meta={"proj_out": O, "temperature": T, "nce_k": K, "bank_momentum": MOM, "bank_size": NB})
+
+
+EXTRA["npid"] = npid
 
 
 if __name__ == "__main__":
