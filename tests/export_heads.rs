@@ -225,3 +225,17 @@ fn unknown_and_inexpressible_heads_are_typed_errors() {
     let e = export("projection_head.layers.0").unwrap_err();
     assert!(matches!(&e, ExportError::UnknownHead { .. }), "{e:?}");
 }
+#[test]
+fn rotation_run_exports_its_heads() {
+    export_run("rotation", RESNET);
+}
+/// Jigsaw lists fc6 (one tile's features); its puzzle classifier takes 9 tiles and is not listed.
+#[test]
+fn jigsaw_run_exports_its_heads() {
+    export_run("jigsaw", RESNET);
+}
+/// NPID's head ends in the l2 normalisation.
+#[test]
+fn npid_run_exports_its_heads() {
+    export_run("npid", RESNET);
+}

@@ -130,3 +130,9 @@ fn safetensors_bytes(p: &Path) -> std::collections::BTreeMap<String, (String, Ve
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors().into_iter().map(|(k, v)| (k, (format!("{:?}", v.dtype()), v.shape().to_vec(), v.data().to_vec()))).collect()
 }
+
+/// NPID: the memory bank (one row per training image, fed by the images' indices) and NCE's Z.
+#[test]
+fn npid_kill_then_resume_gives_the_same_weights_and_memory_bank() {
+    kill_then_resume("npid", RESNET, &["--nce-k", "64"], &["student.", "state.memory", "state.nce_z", "optim."]);
+}

@@ -25,7 +25,7 @@ super::method! {
     reference: "RotNet paper sec. 2.2 and repo (all 4 rotations in one batch); VISSL `pretext_rotnet` linear head",
     optimizer: OptimizerDefaults::SGD,
     config(d) {
-        /// Hidden width of the rotation classifier; 0: one Linear layer over the features (VISSL).
+        /// Hidden width of the classifier over the features; 0: one Linear layer (VISSL's RotNet head).
         head_hidden: i64 = 0, Range::at_least(0.0);
     }
 }
