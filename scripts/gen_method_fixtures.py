@@ -590,6 +590,44 @@ def npid():
 EXTRA["npid"] = npid
 
 
+def context_prediction():
+    """Context prediction (Doersch et al. 2015, sec. 3 and 3.1): the jigsaw's grid (cells of S//3, patches of
+    64/75 of a cell at a random offset), the centre patch and the neighbour in cell [0, 1, 2, 3, 5, 6, 7, 8][label],
+    both with the green-magenta axis (-1, 2, -1)/sqrt(6) projected out of their RGB values (ImageNet-normalised
+    views), centres then neighbours through the backbone and fc6 in one batch, fc7-fc8 over [centre, neighbour],
+    cross entropy on the position. `noise` (B, 5): label = floor(8 u0), offsets floor(u (cell - tile + 1))."""
+    torch.manual_seed(14)
+    D, P6, H, SZ = WIDTH * 8, 8, 16, 24
+    m = Net({"projection_head": Head([(D, P6, True, "relu")]), "prediction_head": Head([(2 * P6, H, True, "relu"), (H, 8, False, None)])}).train()
+    x = views(1, SZ)
+    noise = torch.rand(B, 5)
+    cell = SZ // 3
+    tile = max(cell * 64 // 75, 1)
+    labels = (noise[:, 0] * 8).floor().long().clamp(0, 7)
+    off = (noise[:, 1:] * (cell - tile + 1)).floor().long().clamp(0, cell - tile)
+    nb = [0, 1, 2, 3, 5, 6, 7, 8]
+
+    def patch(i, c, dy, dx):
+        top, left = (c // 3) * cell + int(dy), (c % 3) * cell + int(dx)
+        return x[0][i, :, top:top + tile, left:left + tile]
+
+    p = torch.stack([patch(i, 4, off[i, 0], off[i, 1]) for i in range(B)] + [patch(i, nb[int(labels[i])], off[i, 2], off[i, 3]) for i in range(B)])
+    mean = torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    a = (torch.tensor([-1.0, 2.0, -1.0]) / math.sqrt(6)).reshape(1, 3, 1, 1)
+    rgb = p * std + mean
+    p = (rgb - (rgb * a).sum(1, keepdim=True) * a - mean) / std
+
+    def loss():
+        h = m.projection_head(m.backbone(p)).reshape(2, B, -1).permute(1, 0, 2).reshape(B, -1)
+        return F.cross_entropy(m.prediction_head(h), labels)
+
+    run("context_prediction", m, loss, x, noise=noise, extra_meta={"proj_out": P6, "head_hidden": H})
+
+
+EXTRA["context_prediction"] = context_prediction
+
+
 if __name__ == "__main__":
     names = sys.argv[1:]
     unknown = [n for n in names if n != "base" and n not in EXTRA]

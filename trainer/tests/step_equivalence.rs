@@ -218,3 +218,7 @@ fn npid_nce_step_matches_pytorch() {
 fn npid_softmax_step_matches_pytorch() {
     check("npid_softmax");
 }
+#[test]
+fn context_prediction_step_matches_pytorch() {
+    check("context_prediction");
+}
