@@ -628,6 +628,30 @@ def context_prediction():
 EXTRA["context_prediction"] = context_prediction
 
 
+def counting():
+    """Counting (Noroozi et al. 2017, eq. 5): phi = backbone, Linear, ReLU; D = 2x2 box downsampling, T_j the four
+    quadrants; l = |phi(Dx) - sum phi(T_j x)|^2 + max(0, M - |phi(Dy) - sum phi(T_j x)|^2), y = the next image of
+    the batch (roll 1), averaged over the batch; the 5B half-size images in one batch (downsampled first)."""
+    torch.manual_seed(15)
+    # M = 30 (the paper's is 10): the hinge is active for 6 of the 8 images here (squared distances 11 to 46).
+    D, O, M = WIDTH * 8, 16, 30.0
+    m = Net({"projection_head": Head([(D, O, False, "relu")])}).train()
+    x = views(1)
+    h = S // 2
+    inp = torch.cat([F.avg_pool2d(x[0], 2)] + [x[0][:, :, (j // 2) * h:(j // 2 + 1) * h, (j % 2) * h:(j % 2 + 1) * h] for j in range(4)])
+
+    def loss():
+        phi = m.projection_head(m.backbone(inp)).chunk(5)
+        t = phi[1] + phi[2] + phi[3] + phi[4]
+        y = phi[0].roll(1, 0)
+        return ((phi[0] - t).pow(2).sum(1) + (M - (y - t).pow(2).sum(1)).clamp(min=0)).mean()
+
+    run("counting", m, loss, x, extra_meta={"proj_out": O, "margin": M})
+
+
+EXTRA["counting"] = counting
+
+
 if __name__ == "__main__":
     names = sys.argv[1:]
     unknown = [n for n in names if n != "base" and n not in EXTRA]

@@ -435,3 +435,14 @@ pub fn npid_nce(f: &Tensor, memory: &Tensor, idx: &Tensor, noise: &Tensor, tempe
     let ln_pon = ((neg.ones_like() * kpn) / (&neg + (kpn + EPS))).log();
     (-(ln_pmt.sum(Kind::Float) + ln_pon.sum(Kind::Float)) / b as f64, z)
 }
+
+/// Counting (Noroozi et al. 2017, eq. 5): `|d - t|^2 + max(0, M - |o - t|^2)`
+/// averaged over the rows, with `d` the counts of the downsampled image, `t`
+/// the summed counts of its tiles and `o` the counts of another image.
+///
+/// # Shapes
+/// down, tiles, other: (B, K) -> scalar
+pub fn counting(down: &Tensor, tiles: &Tensor, other: &Tensor, margin: f64) -> Tensor {
+    let sq = |a: &Tensor| (a - tiles).square().sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    (sq(down) + (-sq(other) + margin).clamp_min(0.0)).mean(Kind::Float)
+}

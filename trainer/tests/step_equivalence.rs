@@ -222,3 +222,7 @@ fn npid_softmax_step_matches_pytorch() {
 fn context_prediction_step_matches_pytorch() {
     check("context_prediction");
 }
+#[test]
+fn counting_step_matches_pytorch() {
+    check("counting");
+}
