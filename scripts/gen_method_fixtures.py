@@ -652,6 +652,62 @@ def counting():
 EXTRA["counting"] = counting
 
 
+def pirl():
+    """PIRL (Misra and van der Maaten 2020, eqs. 3-5): s = cosine, h(u, v) = P / (P + K/n), P = exp(s/T) / Z (written
+    as NCECriterion with P_n = 1/n, eps 1e-7; Z = mean(exp(s/T)) * n of the image term on this first batch, NPID's and
+    VISSL's norm_constant -1, used by both terms), L_NCE(m_I, v) = -log h(m_I, v) - sum_negatives log(1 - h(v, m_I')),
+    L = 0.5 L_NCE(m_I, g(v_I^t)) + 0.5 L_NCE(m_I, f(v_I)); f = Linear + l2-normalise over view0's features; g = Linear per
+    tile over the 9 jigsaw tiles of view1 (as `jigsaw`, permutation = argsort of 9 uniforms), concatenated, Linear,
+    l2-normalise; both terms share the K noise rows floor(u n). Bank rows of the batch -> normalize(0.5 m + 0.5 f)."""
+    torch.manual_seed(16)
+    D, O, NB, T, MOM, K, LAM = WIDTH * 8, 16, 32, 0.07, 0.5, 16, 0.5
+    m = Net({"projection_head": Head([(D, O, False, None)]), "prediction_head": nn.ModuleDict({"tile": Head([(D, O, False, None)]), "fuse": Head([(9 * O, O, False, None)])})}).train()
+    x = views(1) + views(1, 24)
+    memory = F.normalize(torch.randn(NB, O), dim=1)
+    idx = torch.randperm(NB)[:B]
+    noise = torch.rand(B, 27 + K)
+    order = noise[:, :9].argsort(1)
+    cell, tile = 8, 6
+    off = (noise[:, 9:27] * (cell - tile + 1)).floor().long().clamp(0, cell - tile)
+    rows = []
+    for t in range(9):
+        for i in range(B):
+            src = int(order[i, t])
+            top, left = (src // 3) * cell + int(off[i, 2 * src]), (src % 3) * cell + int(off[i, 2 * src + 1])
+            rows.append(x[1][i, :, top:top + tile, left:left + tile])
+    tiles = torch.stack(rows)
+    tiles = (tiles - tiles.mean((2, 3), keepdim=True)) / tiles.std((2, 3), keepdim=True)
+    neg = (noise[:, 27:] * NB).floor().long().clamp(0, NB - 1)
+    st = {}
+
+    def nce(v, z=None):
+        w = memory[torch.cat([idx[:, None], neg], 1)]
+        e = torch.exp(torch.bmm(w, v[:, :, None]).squeeze(2) / T)
+        if z is None:
+            st["nce_z"] = torch.tensor([float(e.mean()) * NB])
+        e = e / float(st["nce_z"][0])
+        kpn = K / NB
+        return -(torch.log(e[:, 0] / (e[:, 0] + kpn + 1e-7)).sum() + torch.log(kpn / (e[:, 1:] + kpn + 1e-7)).sum()) / B
+
+    def loss():
+        f = F.normalize(m.projection_head(m.backbone(x[0])), dim=1)
+        h = m.prediction_head["tile"](m.backbone(tiles)).reshape(9, B, -1).permute(1, 0, 2).reshape(B, -1)
+        g = F.normalize(m.prediction_head["fuse"](h), dim=1)
+        with torch.no_grad():
+            pos = memory[idx] * MOM + f.detach() * (1 - MOM)
+            mem = memory.clone()
+            mem[idx] = pos / pos.norm(dim=1, keepdim=True)
+        st["memory"] = mem
+        lf = nce(f)
+        return LAM * nce(g, st["nce_z"]) + (1 - LAM) * lf
+
+    run("pirl", m, loss, x, noise=noise, tensors={"indices": idx}, state_init={"memory": memory, "nce_z": torch.tensor([-1.0])}, state_after=lambda: st,
+        extra_meta={"proj_out": O, "temperature": T, "nce_k": K, "bank_momentum": MOM, "bank_size": NB, "lambda": LAM})
+
+
+EXTRA["pirl"] = pirl
+
+
 if __name__ == "__main__":
     names = sys.argv[1:]
     unknown = [n for n in names if n != "base" and n not in EXTRA]

@@ -226,3 +226,7 @@ fn context_prediction_step_matches_pytorch() {
 fn counting_step_matches_pytorch() {
     check("counting");
 }
+#[test]
+fn pirl_step_matches_pytorch() {
+    check("pirl");
+}

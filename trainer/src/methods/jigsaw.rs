@@ -118,13 +118,20 @@ pub fn permutations(n: usize, seed: u64) -> Vec<[u8; 9]> {
 /// x: (B, C, S, S); noise: (B, 19) uniform in [0, 1); perms: (N, 9) int64 ->
 /// ((9B, C, T, T), row `t * B + b` = position `t` of image `b`; (B,) int64)
 pub fn puzzles(x: &Tensor, noise: &Tensor, perms: &Tensor) -> (Tensor, Tensor) {
+    let n = perms.size()[0];
+    let labels = (noise.select(1, 0) * n as f64).floor().to_kind(Kind::Int64).clamp(0, n - 1);
+    (shuffled_tiles(x, &noise.narrow(1, 1, 2 * TILES), &perms.index_select(0, &labels)), labels)
+}
+
+/// The tiles of [`puzzles`] for a given order per image (PIRL's random permutations).
+///
+/// # Shapes
+/// x: (B, C, S, S); offset_noise: (B, 18) uniform in [0, 1), (dy, dx) per cell; order: (B, 9) int64 -> (9B, C, T, T)
+pub fn shuffled_tiles(x: &Tensor, offset_noise: &Tensor, order: &Tensor) -> Tensor {
     let s = x.size();
     let (b, size) = (s[0], s[2]);
     let (cell, tile) = cell_and_tile(size);
-    let n = perms.size()[0];
-    let labels = (noise.select(1, 0) * n as f64).floor().to_kind(Kind::Int64).clamp(0, n - 1);
-    let offsets = (noise.narrow(1, 1, 2 * TILES) * (cell - tile + 1) as f64).floor().to_kind(Kind::Int64).clamp(0, cell - tile);
-    let order = perms.index_select(0, &labels);
+    let offsets = (offset_noise * (cell - tile + 1) as f64).floor().to_kind(Kind::Int64).clamp(0, cell - tile);
     let offsets = Vec::<i64>::try_from(offsets.flatten(0, -1).to_device(Device::Cpu)).unwrap_or_default();
     let order = Vec::<i64>::try_from(order.flatten(0, -1).to_device(Device::Cpu)).unwrap_or_default();
     let mut rows = Vec::with_capacity((TILES * b) as usize);
@@ -141,7 +148,7 @@ pub fn puzzles(x: &Tensor, noise: &Tensor, perms: &Tensor) -> (Tensor, Tensor) {
     let mean = tiles.mean_dim(dims, true, Kind::Float);
     let std = tiles.std_dim(dims, true, true);
     let std = std.where_self(&std.ne(0.0), &std.ones_like());
-    ((tiles - mean) / std, labels)
+    (tiles - mean) / std
 }
 
 pub struct Jigsaw {

@@ -152,6 +152,7 @@ pub mod jigsaw;
 pub mod mae;
 pub mod moco;
 pub mod npid;
+pub mod pirl;
 pub mod rotation;
 pub mod simclr;
 pub mod simsiam;
@@ -172,7 +173,7 @@ use crate::optim::OptimizerKind;
 use crate::schedule;
 
 /// Every method, in the order `pretext train --help` and `docs/methods.md` list them.
-pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC, &rotation::SPEC, &jigsaw::SPEC, &npid::SPEC, &context_prediction::SPEC, &counting::SPEC];
+pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC, &rotation::SPEC, &jigsaw::SPEC, &npid::SPEC, &context_prediction::SPEC, &counting::SPEC, &pirl::SPEC];
 
 /// A method's registry entry: what the CLI, the config file and the docs know of it.
 pub struct MethodSpec {
