@@ -239,3 +239,17 @@ fn jigsaw_run_exports_its_heads() {
 fn npid_run_exports_its_heads() {
     export_run("npid", RESNET);
 }
+/// Context prediction lists fc6 (one patch's features); the pair classifier is not listed.
+#[test]
+fn context_prediction_run_exports_its_heads() {
+    export_run("context_prediction", RESNET);
+}
+#[test]
+fn counting_run_exports_its_heads() {
+    export_run("counting", RESNET);
+}
+/// PIRL lists f (the image head); g takes 9 tiles.
+#[test]
+fn pirl_run_exports_its_heads() {
+    export_run("pirl", RESNET);
+}

@@ -136,3 +136,9 @@ fn safetensors_bytes(p: &Path) -> std::collections::BTreeMap<String, (String, Ve
 fn npid_kill_then_resume_gives_the_same_weights_and_memory_bank() {
     kill_then_resume("npid", RESNET, &["--nce-k", "64"], &["student.", "state.memory", "state.nce_z", "optim."]);
 }
+
+/// PIRL: the memory bank, Z, and the jigsaw transform drawn from the step's RNG.
+#[test]
+fn pirl_kill_then_resume_gives_the_same_weights_and_memory_bank() {
+    kill_then_resume("pirl", RESNET, &["--nce-k", "64"], &["student.", "state.memory", "state.nce_z", "optim."]);
+}
