@@ -708,6 +708,60 @@ def pirl():
 EXTRA["pirl"] = pirl
 
 
+def context_encoder():
+    """Context encoders (Pathak et al. 2016, sec. 3 and 3.2): the centred half-side hole set to 0, the ResNet's
+    last map (B, C, s, s), channel-wise FC (C independent s^2 x s^2 matrices, no bias), a 1x1 convolution with
+    bias and ReLU, 4x4 stride-2 up-convolutions (BN, ReLU; the last to 3 channels with a bias) to the hole,
+    mean squared error against the hole's pixels."""
+    torch.manual_seed(17)
+    C, W, SZ = WIDTH * 8, 8, 32
+    side, ups = SZ // 8, 2
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            n = side * side
+            self.channel_fc = nn.Module()
+            self.channel_fc.weight = nn.Parameter((torch.rand(C, n, n) * 2 - 1) / math.sqrt(n))
+            self.conv1x1 = nn.Conv2d(C, C, 1)
+            self.up = nn.ModuleList()
+            for i in range(ups):
+                u = nn.Module()
+                cin, cout = (C if i == 0 else W), (3 if i == ups - 1 else W)
+                u.conv = nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=i == ups - 1)
+                if i < ups - 1:
+                    u.bn = nn.BatchNorm2d(cout)
+                self.up.append(u)
+
+        def forward(self, x):
+            b = x.shape[0]
+            h = (x.reshape(b, C, side * side).permute(1, 0, 2) @ self.channel_fc.weight).permute(1, 0, 2).reshape(b, C, side, side)
+            h = F.relu(self.conv1x1(h))
+            for i, u in enumerate(self.up):
+                h = u.conv(h)
+                if i < ups - 1:
+                    h = F.relu(u.bn(h))
+            return h
+
+    m = Net({"decoder": Decoder()}).train()
+    x = views(1, SZ)
+    mask = torch.ones(1, 1, SZ, SZ)
+    mask[:, :, SZ // 4:SZ // 4 + SZ // 2, SZ // 4:SZ // 4 + SZ // 2] = 0
+
+    def loss():
+        bb = m.backbone
+        h = F.relu(bb.bn1(bb.conv1(x[0] * mask)))
+        for i in range(4):
+            h = getattr(bb, f"layer{i + 1}")(h)
+        target = x[0][:, :, SZ // 4:SZ // 4 + SZ // 2, SZ // 4:SZ // 4 + SZ // 2]
+        return F.mse_loss(m.decoder(h), target)
+
+    run("context_encoder", m, loss, x, extra_meta={"decoder_channels": W})
+
+
+EXTRA["context_encoder"] = context_encoder
+
+
 if __name__ == "__main__":
     names = sys.argv[1:]
     unknown = [n for n in names if n != "base" and n not in EXTRA]

@@ -446,3 +446,11 @@ pub fn counting(down: &Tensor, tiles: &Tensor, other: &Tensor, margin: f64) -> T
     let sq = |a: &Tensor| (a - tiles).square().sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
     (sq(down) + (-sq(other) + margin).clamp_min(0.0)).mean(Kind::Float)
 }
+
+/// Mean squared error over every element (`F.mse_loss`): context encoders' reconstruction of the hole.
+///
+/// # Shapes
+/// pred, target: same shape -> scalar
+pub fn mse(pred: &Tensor, target: &Tensor) -> Tensor {
+    (pred - target).square().mean(Kind::Float)
+}

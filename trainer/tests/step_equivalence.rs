@@ -230,3 +230,7 @@ fn counting_step_matches_pytorch() {
 fn pirl_step_matches_pytorch() {
     check("pirl");
 }
+#[test]
+fn context_encoder_step_matches_pytorch() {
+    check("context_encoder");
+}
