@@ -290,6 +290,7 @@ fn bad_settings_are_refused_with_field_value_and_range() {
         flag("counting margin negative", "counting", r18, &["--margin=-1"], &["method.margin = -1", "[0, inf)"]),
         flag("context prediction fc6 width 0", "context_prediction", r18, &["--proj-out", "0"], &["method.proj_out = 0", "[1, inf)"]),
         flag("PIRL lambda above 1", "pirl", r18, &["--lambda", "2"], &["method.lambda = 2", "[0, 1]"]),
+        flag("context encoder on a ViT", "context_encoder", vit, &[], &["backbone = a ViT", "a ResNet for context_encoder"]),
         file("temperature 0", "simclr", r18, ("method", "temperature", "0.0"), &["method.temperature = 0", "(0, inf)"]),
         file("queue size 0", "moco_v2", r18, ("method", "queue_size", "0"), &["method.queue_size = 0", "[1, inf)"]),
         file("mask ratio 1.5", "mae", vit, ("method", "mask_ratio", "1.5"), &["method.mask_ratio = 1.5", "[0, 1)"]),
