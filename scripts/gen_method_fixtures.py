@@ -129,12 +129,13 @@ def cosine(step, total, start, end):
 
 
 def run(method, student, loss_fn, views, teacher=None, state_init=None, state_after=None, extra_meta=None, noise=None,
-        step=0, epoch=0, ema_before=False, frozen=(), teacher_offset=0.0, lr=LR):
+        step=0, epoch=0, ema_before=False, frozen=(), teacher_offset=0.0, lr=LR, tensors=None):
     """One step: loss, backward, grad norms, cancel the grads of `frozen` (DINO's
     cancel_gradients_last_layer), SGD (no wd on norms/biases), EMA after the step
     (unless `ema_before`: the loss function did it, as MoCo); then `state_after()`
     gives the loss state after the step (queue, center). `teacher_offset` > 0 starts
-    the teacher away from the student (its float tensors + offset * randn). `lr`: the SGD lr."""
+    the teacher away from the student (its float tensors + offset * randn). `lr`: the SGD lr.
+    `tensors`: more inputs of the step, written as given (NPID's `indices`)."""
     init = {f"init.{k}": v.detach().clone() for k, v in student.state_dict().items()}
     if teacher is not None:
         teacher.load_state_dict({k: v for k, v in student.state_dict().items() if k in teacher.state_dict()})
@@ -172,6 +173,7 @@ def run(method, student, loss_fn, views, teacher=None, state_init=None, state_af
         out[f"view{i}"] = v
     if noise is not None:
         out["noise"] = noise
+    out.update(tensors or {})
     out.update({f"after.student.{k}": v.detach().clone() for k, v in student.state_dict().items()})
     if teacher is not None and not ema_before:
         tau = cosine(step, TOTAL_STEPS, extra_meta["tau"], 1.0)
@@ -729,6 +731,309 @@ def moco_v3_vit():
 
 EXTRA = {"barlow_twins": barlow_twins, "vicreg": vicreg, "augment_ops": augment_ops}
 EXTRA.update({"dcl": dcl, "dclw": dclw, "moco_v3": moco_v3, "nnclr": nnclr, "fastsiam": fastsiam, "tico": tico, "swav": swav, "moco_v3_vit": moco_v3_vit})
+
+
+# The classic pretext tasks (issue #15), written from the papers' definitions. Each seeds its own RNG.
+
+def rotation():
+    """RotNet (Gidaris et al. 2018, sec. 2.2): the 4 rotations torch.rot90(x, k, (2, 3)), k = 0..3, of
+    every image in one batch (the RotNet repo's FeatureLearningRotNet), label k, cross entropy."""
+    torch.manual_seed(10)
+    D, H = WIDTH * 8, 16
+    m = Net({"projection_head": Head([(D, H, True, "relu"), (H, 4, False, None)])}).train()
+    x = views(1)
+    xr = torch.cat([torch.rot90(x[0], k, (2, 3)) for k in range(4)])
+    labels = torch.arange(4).repeat_interleave(B)
+    run("rotation", m, lambda: F.cross_entropy(m.projection_head(m.backbone(xr)), labels), x, extra_meta={"head_hidden": H})
+
+
+EXTRA["rotation"] = rotation
+
+
+def splitmix64(x):
+    m = (1 << 64) - 1
+    z = (x + 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def jigsaw_permutations(n, seed=0):
+    """Noroozi and Favaro's greedy "maximal" selection (select_permutations.py): all 9! permutations in
+    itertools (lexicographic) order, start at splitmix64(seed) mod 9!, then add the unused one of largest
+    average Hamming distance to the chosen set (argmax: the first on ties; integer sums, exact)."""
+    import itertools
+    import numpy as np
+    P = np.array(list(itertools.permutations(range(9))), dtype=np.int8)
+    dist = np.zeros(len(P), dtype=np.int64)
+    used = np.zeros(len(P), dtype=bool)
+    j = splitmix64(seed) % len(P)
+    out = []
+    for _ in range(n):
+        out.append(P[j].copy())
+        used[j] = True
+        dist += (P != P[j]).sum(1)
+        j = int(np.argmax(np.where(used, -1, dist)))
+    return torch.tensor(np.array(out), dtype=torch.int64)
+
+
+def jigsaw():
+    """Jigsaw (Noroozi and Favaro 2016, sec. 3; bbrattoli/JigsawPuzzlePytorch): 3x3 cells of S//3 px, a
+    tile of 64/75 of a cell at a random offset in each, each tile normalised by its own per-channel mean and
+    (unbiased) std, position t of the puzzle holds tile perm[t]; shared backbone and fc6 per tile, fc7-fc8 over
+    the 9 fc6 outputs in puzzle order, cross entropy on the permutation index. The random choices come from
+    `noise` (B, 19): perm = floor(u0 N), cell t's offset (dy, dx) = floor(u (cell - tile + 1))."""
+    torch.manual_seed(11)
+    D, P6, H, N, SZ = WIDTH * 8, 8, 16, 100, 24
+    perms = jigsaw_permutations(N)
+    m = Net({"projection_head": Head([(D, P6, True, "relu")]), "prediction_head": Head([(9 * P6, H, True, "relu"), (H, N, False, None)])}).train()
+    x = views(1, SZ)
+    noise = torch.rand(B, 19)
+    cell = SZ // 3
+    tile = max(cell * 64 // 75, 1)
+    labels = (noise[:, 0] * N).floor().long().clamp(0, N - 1)
+    off = (noise[:, 1:] * (cell - tile + 1)).floor().long().clamp(0, cell - tile)
+    rows = []
+    for t in range(9):
+        for i in range(B):
+            src = int(perms[labels[i], t])
+            dy, dx = int(off[i, 2 * src]), int(off[i, 2 * src + 1])
+            top, left = (src // 3) * cell + dy, (src % 3) * cell + dx
+            rows.append(x[0][i, :, top:top + tile, left:left + tile])
+    tiles = torch.stack(rows)
+    mean = tiles.mean((2, 3), keepdim=True)
+    std = tiles.std((2, 3), keepdim=True)
+    std = torch.where(std != 0, std, torch.ones_like(std))
+    tiles = (tiles - mean) / std
+
+    def loss():
+        h = m.projection_head(m.backbone(tiles))
+        h = h.reshape(9, B, -1).permute(1, 0, 2).reshape(B, -1)
+        return F.cross_entropy(m.prediction_head(h), labels)
+
+    run("jigsaw", m, loss, x, noise=noise, extra_meta={"num_permutations": N, "proj_out": P6, "head_hidden": H})
+    # The permutation set on its own (the Rust set must equal it).
+    save_file({"permutations": perms}, os.path.join(OUT, "jigsaw_permutations.safetensors"))
+
+
+EXTRA["jigsaw"] = jigsaw
+
+
+def npid():
+    """NPID (Wu et al. 2018, eqs. 2-8; zhirongw/lemniscate.pytorch): 128-d (here 16) l2-normalised embedding,
+    memory bank of n rows; `npid`: NCE with K noise rows drawn uniformly (fixed here: `noise`), P_n = 1/n, Z =
+    mean(exp(s/T)) * n estimated on this first batch (NCEAverage), NCECriterion with eps 1e-7; `npid_softmax`: the
+    full non-parametric softmax (LinearAverage + CrossEntropyLoss). The bank rows of the batch become
+    normalize(0.5 v + 0.5 f) with the step's features f. `indices`: the images' training-set indices."""
+    for name, seed, K in [("npid", 12, 16), ("npid_softmax", 13, 0)]:
+        torch.manual_seed(seed)
+        D, O, NB, T, MOM = WIDTH * 8, 16, 32, 0.07, 0.5
+        m = Net({"projection_head": Head([(D, O, False, None)])}).train()
+        x = views(1)
+        memory = F.normalize(torch.randn(NB, O), dim=1)
+        idx = torch.randperm(NB)[:B]
+        noise = torch.randint(0, NB, (B, K)) if K else None
+        st = {}
+
+        def loss(m=m, x=x, memory=memory, idx=idx, noise=noise, K=K, st=st):
+            f = F.normalize(m.projection_head(m.backbone(x[0])), dim=1)
+            if K == 0:
+                loss = F.cross_entropy(f @ memory.T / T, idx)
+                z = torch.tensor([-1.0])
+            else:
+                w = memory[torch.cat([idx[:, None], noise], 1)]
+                out = torch.exp(torch.bmm(w, f[:, :, None]).squeeze(2) / T)
+                Z = float(out.mean()) * NB
+                out = out / Z
+                Pn = 1.0 / NB
+                ln_pmt = torch.log(out[:, 0] / (out[:, 0] + K * Pn + 1e-7))
+                ln_pon = torch.log(torch.full_like(out[:, 1:], K * Pn) / (out[:, 1:] + K * Pn + 1e-7))
+                loss = -(ln_pmt.sum() + ln_pon.sum()) / B
+                z = torch.tensor([Z])
+            with torch.no_grad():
+                pos = memory[idx] * MOM + f.detach() * (1 - MOM)
+                mem = memory.clone()
+                mem[idx] = pos / pos.norm(dim=1, keepdim=True)
+            st.update(memory=mem, nce_z=z)
+            return loss
+
+        run(name, m, loss, x, noise=noise, tensors={"indices": idx}, state_init={"memory": memory, "nce_z": torch.tensor([-1.0])},
+            state_after=lambda st=st: st, extra_meta={"proj_out": O, "temperature": T, "nce_k": K, "bank_momentum": MOM, "bank_size": NB})
+
+
+EXTRA["npid"] = npid
+
+
+def context_prediction():
+    """Context prediction (Doersch et al. 2015, sec. 3 and 3.1): the jigsaw's grid (cells of S//3, patches of
+    64/75 of a cell at a random offset), the centre patch and the neighbour in cell [0, 1, 2, 3, 5, 6, 7, 8][label],
+    both with the green-magenta axis (-1, 2, -1)/sqrt(6) projected out of their RGB values (ImageNet-normalised
+    views), centres then neighbours through the backbone and fc6 in one batch, fc7-fc8 over [centre, neighbour],
+    cross entropy on the position. `noise` (B, 5): label = floor(8 u0), offsets floor(u (cell - tile + 1))."""
+    torch.manual_seed(14)
+    D, P6, H, SZ = WIDTH * 8, 8, 16, 24
+    m = Net({"projection_head": Head([(D, P6, True, "relu")]), "prediction_head": Head([(2 * P6, H, True, "relu"), (H, 8, False, None)])}).train()
+    x = views(1, SZ)
+    noise = torch.rand(B, 5)
+    cell = SZ // 3
+    tile = max(cell * 64 // 75, 1)
+    labels = (noise[:, 0] * 8).floor().long().clamp(0, 7)
+    off = (noise[:, 1:] * (cell - tile + 1)).floor().long().clamp(0, cell - tile)
+    nb = [0, 1, 2, 3, 5, 6, 7, 8]
+
+    def patch(i, c, dy, dx):
+        top, left = (c // 3) * cell + int(dy), (c % 3) * cell + int(dx)
+        return x[0][i, :, top:top + tile, left:left + tile]
+
+    p = torch.stack([patch(i, 4, off[i, 0], off[i, 1]) for i in range(B)] + [patch(i, nb[int(labels[i])], off[i, 2], off[i, 3]) for i in range(B)])
+    mean = torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    a = (torch.tensor([-1.0, 2.0, -1.0]) / math.sqrt(6)).reshape(1, 3, 1, 1)
+    rgb = p * std + mean
+    p = (rgb - (rgb * a).sum(1, keepdim=True) * a - mean) / std
+
+    def loss():
+        h = m.projection_head(m.backbone(p)).reshape(2, B, -1).permute(1, 0, 2).reshape(B, -1)
+        return F.cross_entropy(m.prediction_head(h), labels)
+
+    run("context_prediction", m, loss, x, noise=noise, extra_meta={"proj_out": P6, "head_hidden": H})
+
+
+EXTRA["context_prediction"] = context_prediction
+
+
+def counting():
+    """Counting (Noroozi et al. 2017, eq. 5): phi = backbone, Linear, ReLU; D = 2x2 box downsampling, T_j the four
+    quadrants; l = |phi(Dx) - sum phi(T_j x)|^2 + max(0, M - |phi(Dy) - sum phi(T_j x)|^2), y = the next image of
+    the batch (roll 1), averaged over the batch; the 5B half-size images in one batch (downsampled first)."""
+    torch.manual_seed(15)
+    # M = 30 (the paper's is 10): the hinge is active for 6 of the 8 images here (squared distances 11 to 46).
+    D, O, M = WIDTH * 8, 16, 30.0
+    m = Net({"projection_head": Head([(D, O, False, "relu")])}).train()
+    x = views(1)
+    h = S // 2
+    inp = torch.cat([F.avg_pool2d(x[0], 2)] + [x[0][:, :, (j // 2) * h:(j // 2 + 1) * h, (j % 2) * h:(j % 2 + 1) * h] for j in range(4)])
+
+    def loss():
+        phi = m.projection_head(m.backbone(inp)).chunk(5)
+        t = phi[1] + phi[2] + phi[3] + phi[4]
+        y = phi[0].roll(1, 0)
+        return ((phi[0] - t).pow(2).sum(1) + (M - (y - t).pow(2).sum(1)).clamp(min=0)).mean()
+
+    run("counting", m, loss, x, extra_meta={"proj_out": O, "margin": M})
+
+
+EXTRA["counting"] = counting
+
+
+def pirl():
+    """PIRL (Misra and van der Maaten 2020, eqs. 3-5): s = cosine, h(u, v) = P / (P + K/n), P = exp(s/T) / Z (written
+    as NCECriterion with P_n = 1/n, eps 1e-7; Z = mean(exp(s/T)) * n of the image term on this first batch, NPID's and
+    VISSL's norm_constant -1, used by both terms), L_NCE(m_I, v) = -log h(m_I, v) - sum_negatives log(1 - h(v, m_I')),
+    L = 0.5 L_NCE(m_I, g(v_I^t)) + 0.5 L_NCE(m_I, f(v_I)); f = Linear + l2-normalise over view0's features; g = Linear per
+    tile over the 9 jigsaw tiles of view1 (as `jigsaw`, permutation = argsort of 9 uniforms), concatenated, Linear,
+    l2-normalise; both terms share the K noise rows floor(u n). Bank rows of the batch -> normalize(0.5 m + 0.5 f)."""
+    torch.manual_seed(16)
+    D, O, NB, T, MOM, K, LAM = WIDTH * 8, 16, 32, 0.07, 0.5, 16, 0.5
+    m = Net({"projection_head": Head([(D, O, False, None)]), "prediction_head": nn.ModuleDict({"tile": Head([(D, O, False, None)]), "fuse": Head([(9 * O, O, False, None)])})}).train()
+    x = views(1) + views(1, 24)
+    memory = F.normalize(torch.randn(NB, O), dim=1)
+    idx = torch.randperm(NB)[:B]
+    noise = torch.rand(B, 27 + K)
+    order = noise[:, :9].argsort(1)
+    cell, tile = 8, 6
+    off = (noise[:, 9:27] * (cell - tile + 1)).floor().long().clamp(0, cell - tile)
+    rows = []
+    for t in range(9):
+        for i in range(B):
+            src = int(order[i, t])
+            top, left = (src // 3) * cell + int(off[i, 2 * src]), (src % 3) * cell + int(off[i, 2 * src + 1])
+            rows.append(x[1][i, :, top:top + tile, left:left + tile])
+    tiles = torch.stack(rows)
+    tiles = (tiles - tiles.mean((2, 3), keepdim=True)) / tiles.std((2, 3), keepdim=True)
+    neg = (noise[:, 27:] * NB).floor().long().clamp(0, NB - 1)
+    st = {}
+
+    def nce(v, z=None):
+        w = memory[torch.cat([idx[:, None], neg], 1)]
+        e = torch.exp(torch.bmm(w, v[:, :, None]).squeeze(2) / T)
+        if z is None:
+            st["nce_z"] = torch.tensor([float(e.mean()) * NB])
+        e = e / float(st["nce_z"][0])
+        kpn = K / NB
+        return -(torch.log(e[:, 0] / (e[:, 0] + kpn + 1e-7)).sum() + torch.log(kpn / (e[:, 1:] + kpn + 1e-7)).sum()) / B
+
+    def loss():
+        f = F.normalize(m.projection_head(m.backbone(x[0])), dim=1)
+        h = m.prediction_head["tile"](m.backbone(tiles)).reshape(9, B, -1).permute(1, 0, 2).reshape(B, -1)
+        g = F.normalize(m.prediction_head["fuse"](h), dim=1)
+        with torch.no_grad():
+            pos = memory[idx] * MOM + f.detach() * (1 - MOM)
+            mem = memory.clone()
+            mem[idx] = pos / pos.norm(dim=1, keepdim=True)
+        st["memory"] = mem
+        lf = nce(f)
+        return LAM * nce(g, st["nce_z"]) + (1 - LAM) * lf
+
+    run("pirl", m, loss, x, noise=noise, tensors={"indices": idx}, state_init={"memory": memory, "nce_z": torch.tensor([-1.0])}, state_after=lambda: st,
+        extra_meta={"proj_out": O, "temperature": T, "nce_k": K, "bank_momentum": MOM, "bank_size": NB, "lambda": LAM})
+
+
+EXTRA["pirl"] = pirl
+
+
+def context_encoder():
+    """Context encoders (Pathak et al. 2016, sec. 3 and 3.2): the centred half-side hole set to 0, the ResNet's
+    last map (B, C, s, s), channel-wise FC (C independent s^2 x s^2 matrices, no bias), a 1x1 convolution with
+    bias and ReLU, 4x4 stride-2 up-convolutions (BN, ReLU; the last to 3 channels with a bias) to the hole,
+    mean squared error against the hole's pixels."""
+    torch.manual_seed(17)
+    C, W, SZ = WIDTH * 8, 8, 32
+    side, ups = SZ // 8, 2
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            n = side * side
+            self.channel_fc = nn.Module()
+            self.channel_fc.weight = nn.Parameter((torch.rand(C, n, n) * 2 - 1) / math.sqrt(n))
+            self.conv1x1 = nn.Conv2d(C, C, 1)
+            self.up = nn.ModuleList()
+            for i in range(ups):
+                u = nn.Module()
+                cin, cout = (C if i == 0 else W), (3 if i == ups - 1 else W)
+                u.conv = nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=i == ups - 1)
+                if i < ups - 1:
+                    u.bn = nn.BatchNorm2d(cout)
+                self.up.append(u)
+
+        def forward(self, x):
+            b = x.shape[0]
+            h = (x.reshape(b, C, side * side).permute(1, 0, 2) @ self.channel_fc.weight).permute(1, 0, 2).reshape(b, C, side, side)
+            h = F.relu(self.conv1x1(h))
+            for i, u in enumerate(self.up):
+                h = u.conv(h)
+                if i < ups - 1:
+                    h = F.relu(u.bn(h))
+            return h
+
+    m = Net({"decoder": Decoder()}).train()
+    x = views(1, SZ)
+    mask = torch.ones(1, 1, SZ, SZ)
+    mask[:, :, SZ // 4:SZ // 4 + SZ // 2, SZ // 4:SZ // 4 + SZ // 2] = 0
+
+    def loss():
+        bb = m.backbone
+        h = F.relu(bb.bn1(bb.conv1(x[0] * mask)))
+        for i in range(4):
+            h = getattr(bb, f"layer{i + 1}")(h)
+        target = x[0][:, :, SZ // 4:SZ // 4 + SZ // 2, SZ // 4:SZ // 4 + SZ // 2]
+        return F.mse_loss(m.decoder(h), target)
+
+    run("context_encoder", m, loss, x, extra_meta={"decoder_channels": W})
+
+
+EXTRA["context_encoder"] = context_encoder
 
 
 if __name__ == "__main__":

@@ -258,3 +258,59 @@ fn tico_run_exports_its_heads() {
 fn swav_run_exports_its_heads() {
     export_run("swav", &[RESNET, &["--n-local", "2", "--freeze-prototypes-steps", "1"]].concat());
 }
+#[test]
+fn rotation_run_exports_its_heads() {
+    export_run("rotation", RESNET);
+}
+/// Jigsaw lists fc6 (one tile's features); its puzzle classifier takes 9 tiles and is not listed.
+#[test]
+fn jigsaw_run_exports_its_heads() {
+    export_run("jigsaw", RESNET);
+}
+/// NPID's head ends in the l2 normalisation.
+#[test]
+fn npid_run_exports_its_heads() {
+    export_run("npid", RESNET);
+}
+/// Context prediction lists fc6 (one patch's features); the pair classifier is not listed.
+#[test]
+fn context_prediction_run_exports_its_heads() {
+    export_run("context_prediction", RESNET);
+}
+#[test]
+fn counting_run_exports_its_heads() {
+    export_run("counting", RESNET);
+}
+/// PIRL lists f (the image head); g takes 9 tiles.
+#[test]
+fn pirl_run_exports_its_heads() {
+    export_run("pirl", RESNET);
+}
+
+/// Context encoders list no head (the decoder paints from the feature map, not from the pooled
+/// features): the run's backbone exports and verifies on tract and ORT, features within 1e-4.
+#[test]
+fn context_encoder_run_exports_its_backbone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data);
+    let run = tmp.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let mut args = vec!["train", "--method", "context_encoder", "--data", d, "--out", r, "--epochs", "1", "--batch-size", "8", "--stop-after", "2"];
+    args.extend(["--knn-every=-1", "--threads", "1", "--seed", "3", "--quiet"]);
+    args.extend(RESNET);
+    let cache = tmp.path().join("cache");
+    let (ok, out) = pretext(&args, &cache);
+    assert!(ok, "training failed:\n{out}");
+    let ck = run.join("checkpoint.safetensors");
+    assert_eq!(listed_heads(&ck), Vec::<String>::new());
+    let onnx = tmp.path().join("model.onnx");
+    let (ok, out) = pretext(&["export", ck.to_str().unwrap(), "-o", onnx.to_str().unwrap(), "--verify", "--verify-data", d, "--verify-count", "4"], &cache);
+    assert!(ok && out.contains("verify: OK"), "export failed:\n{out}");
+    for backend in ["tract", "onnxruntime"] {
+        let row = out.lines().find(|l| l.split_whitespace().take(2).eq(["features", backend])).unwrap_or_else(|| panic!("no row for features on {backend}:\n{out}"));
+        let cols: Vec<f32> = row.split_whitespace().skip(2).map(|v| v.parse().unwrap()).collect();
+        assert!(cols[0].is_finite() && cols[0] <= 1e-4, "features on {backend}: max abs err {}\n{out}", cols[0]);
+        assert!(cols[2].is_finite() && cols[2] > 0.0, "features: reference is all zeros or non-finite\n{out}");
+    }
+}

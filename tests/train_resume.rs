@@ -149,3 +149,15 @@ fn swav_kill_then_resume_gives_the_same_weights_and_queues() {
     let extra = ["--n-local", "2", "--queue-length", "40", "--queue-start-epoch", "2", "--freeze-prototypes-steps", "5"];
     kill_then_resume("swav", RESNET, &extra, &["student.", "state.", "optim."]);
 }
+
+/// NPID: the memory bank (one row per training image, fed by the images' indices) and NCE's Z.
+#[test]
+fn npid_kill_then_resume_gives_the_same_weights_and_memory_bank() {
+    kill_then_resume("npid", RESNET, &["--nce-k", "64"], &["student.", "state.memory", "state.nce_z", "optim."]);
+}
+
+/// PIRL: the memory bank, Z, and the jigsaw transform drawn from the step's RNG.
+#[test]
+fn pirl_kill_then_resume_gives_the_same_weights_and_memory_bank() {
+    kill_then_resume("pirl", RESNET, &["--nce-k", "64"], &["student.", "state.memory", "state.nce_z", "optim."]);
+}

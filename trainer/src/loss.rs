@@ -625,3 +625,69 @@ mod joint_embedding_tests {
         }
     }
 }
+
+/// Cross entropy of logits against class labels, averaged over the rows
+/// (`F.cross_entropy`): the pretext tasks that classify (rotation, jigsaw).
+///
+/// # Shapes
+/// logits: (N, K); labels: (N,) int64 -> scalar
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits.cross_entropy_for_logits(labels)
+}
+
+/// NPID's full non-parametric softmax (Wu et al. 2018, eq. 2; lemniscate's
+/// `LinearAverage` + `CrossEntropyLoss`): the logits of each embedding are its
+/// dot products with every memory-bank row over `temperature`, the class its
+/// own row.
+///
+/// # Shapes
+/// f: (B, D) unit rows; memory: (n, D); idx: (B,) int64 -> scalar
+pub fn npid_softmax(f: &Tensor, memory: &Tensor, idx: &Tensor, temperature: f64) -> Tensor {
+    cross_entropy(&(f.matmul(&memory.tr()) / temperature), idx)
+}
+
+/// NPID's NCE (Wu et al. 2018, eqs. 5-7; lemniscate's `NCEAverage` and
+/// `NCECriterion`): `P(i|v) = exp(v_i . f / T) / Z` for the image's own row and
+/// `K` noise rows, noise distribution `P_n = 1/n`, the loss
+/// `-[log(P_pos / (P_pos + K P_n + eps)) + sum log(K P_n / (P_neg + K P_n + eps))]`
+/// averaged over the batch. `z < 0` estimates `Z = mean(exp(s/T)) * n` on this
+/// batch (the paper's Monte-Carlo estimate, kept fixed afterwards); returns the
+/// loss and the `Z` used.
+///
+/// # Shapes
+/// f: (B, D); memory: (n, D); idx: (B,); noise: (B, K) int64 -> (scalar, Z)
+pub fn npid_nce(f: &Tensor, memory: &Tensor, idx: &Tensor, noise: &Tensor, temperature: f64, z: f64) -> (Tensor, f64) {
+    const EPS: f64 = 1e-7;
+    let (b, k) = (f.size()[0], noise.size()[1]);
+    let n = memory.size()[0] as f64;
+    let rows = Tensor::cat(&[idx.unsqueeze(1), noise.shallow_clone()], 1);
+    let w = memory.index_select(0, &rows.flatten(0, -1)).reshape([b, k + 1, -1]);
+    let out = (w.bmm(&f.unsqueeze(2)).squeeze_dim(2) / temperature).exp();
+    let z = if z < 0.0 { out.mean(Kind::Float).double_value(&[]) * n } else { z };
+    let out = out / z;
+    let kpn = k as f64 / n;
+    let pos = out.select(1, 0);
+    let neg = out.narrow(1, 1, k);
+    let ln_pmt = (&pos / (&pos + (kpn + EPS))).log();
+    let ln_pon = ((neg.ones_like() * kpn) / (&neg + (kpn + EPS))).log();
+    (-(ln_pmt.sum(Kind::Float) + ln_pon.sum(Kind::Float)) / b as f64, z)
+}
+
+/// Counting (Noroozi et al. 2017, eq. 5): `|d - t|^2 + max(0, M - |o - t|^2)`
+/// averaged over the rows, with `d` the counts of the downsampled image, `t`
+/// the summed counts of its tiles and `o` the counts of another image.
+///
+/// # Shapes
+/// down, tiles, other: (B, K) -> scalar
+pub fn counting(down: &Tensor, tiles: &Tensor, other: &Tensor, margin: f64) -> Tensor {
+    let sq = |a: &Tensor| (a - tiles).square().sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    (sq(down) + (-sq(other) + margin).clamp_min(0.0)).mean(Kind::Float)
+}
+
+/// Mean squared error over every element (`F.mse_loss`): context encoders' reconstruction of the hole.
+///
+/// # Shapes
+/// pred, target: same shape -> scalar
+pub fn mse(pred: &Tensor, target: &Tensor) -> Tensor {
+    (pred - target).square().mean(Kind::Float)
+}

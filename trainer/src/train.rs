@@ -392,7 +392,12 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     pipeline.validate().map_err(|e| TrainError::Config(format!("{} augmentation: {e}", cfg.method.name())))?;
 
     tch::manual_seed(cfg.seed as i64);
-    let method = methods::build(&cfg.method, Backbone::new(&bc), device)?;
+    // A memory bank of size 0 (NPID's default) holds one row per training image.
+    let mut method_cfg = cfg.method.clone();
+    if method_cfg.value("bank_size") == Some(0.0) {
+        method_cfg.set("bank_size", &n.to_string())?;
+    }
+    let method = methods::build(&method_cfg, Backbone::new(&bc), device)?;
     if let Some(path) = &cfg.init_weights {
         load_init_weights(method.as_ref(), path).map_err(TrainError::InitWeights)?;
     }
@@ -458,7 +463,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     bar.set_position(start);
 
     // Augmentation runs one batch ahead on a producer thread.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Result<Vec<Vec<f32>>, pretext_data::augment::AugmentError>)>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Result<Vec<Vec<f32>>, pretext_data::augment::AugmentError>, Vec<i64>)>(2);
     let producer = {
         let pipeline = pipeline.clone();
         let pixels = train_split.pixels.clone();
@@ -477,7 +482,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
                 let imgs: Vec<&[u8]> = idx.iter().map(|&j| &pixels[j as usize * h * w * 3..(j as usize + 1) * h * w * 3]).collect();
                 let views = pipeline.batch(&imgs, h, w, seed, epoch, idx);
                 let failed = views.is_err();
-                if tx.send((step, views)).is_err() || failed {
+                if tx.send((step, views, idx.iter().map(|&j| j as i64).collect())).is_err() || failed {
                     return;
                 }
             }
@@ -492,7 +497,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     let mut finished = true;
     let mut loss_acc = (0.0, 0usize);
     while step < total {
-        let (s, views) = rx.recv().map_err(|_| TrainError::Data("augmentation thread stopped".into()))?;
+        let (s, views, indices) = rx.recv().map_err(|_| TrainError::Data("augmentation thread stopped".into()))?;
         let views = views.map_err(|e| TrainError::Data(format!("augmenting step {s}: {e}")))?;
         debug_assert_eq!(s, step);
         let xs: Vec<Tensor> = views
@@ -502,6 +507,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
             .collect();
         tch::manual_seed((cfg.seed.wrapping_mul(1_000_000_007).wrapping_add(step)) as i64);
         let ctx = StepCtx { step, total_steps: total, epoch: step / steps_per_epoch };
+        trainer.method.set_batch_indices(Tensor::from_slice(&indices).to_device(device));
         let lr = trainer.schedule.lr(&ctx);
         let lv = match trainer.step(&xs, &ctx) {
             Ok(l) => l,

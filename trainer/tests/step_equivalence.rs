@@ -51,7 +51,7 @@ fn group(name: &str) -> &'static str {
 
 fn check(fixture_name: &str) {
     let fx = fixture(fixture_name);
-    let method = fixture_name.strip_suffix("_epoch2").or(fixture_name.strip_suffix("_vit")).unwrap_or(fixture_name);
+    let method = fixture_name.strip_suffix("_epoch2").or_else(|| fixture_name.strip_suffix("_vit")).or_else(|| fixture_name.strip_suffix("_softmax")).unwrap_or(fixture_name);
     let cfg: serde_json::Value = serde_json::from_str(fx.meta_str("config").unwrap()).unwrap();
     let u = |k: &str| cfg[k].as_i64().unwrap_or_else(|| panic!("config {k}"));
     let backbone = if method == "mae" || fixture_name.ends_with("_vit") {
@@ -88,6 +88,9 @@ fn check(fixture_name: &str) {
     }
     if let Some(noise) = fx.tensors.get("noise") {
         m.set_mask_noise(noise.shallow_clone());
+    }
+    if let Some(indices) = fx.tensors.get("indices") {
+        m.set_batch_indices(indices.shallow_clone());
     }
     let lr: f64 = fx.meta_str("lr").unwrap().parse().unwrap();
     let wd: f64 = fx.meta_str("weight_decay").unwrap().parse().unwrap();
@@ -228,4 +231,43 @@ fn swav_epoch2_step_matches_pytorch() {
 #[test]
 fn moco_v3_vit_step_matches_pytorch() {
     check("moco_v3_vit");
+}
+#[test]
+fn rotation_step_matches_pytorch() {
+    check("rotation");
+}
+#[test]
+fn jigsaw_step_matches_pytorch() {
+    check("jigsaw");
+}
+/// The greedy maximal-Hamming set of 100 equals the generator's numpy implementation.
+#[test]
+fn jigsaw_permutations_match_the_generator() {
+    let want = fixture("jigsaw_permutations").tensors["permutations"].shallow_clone();
+    let got: Vec<i64> = pretext_trainer::methods::jigsaw::permutations(100, 0).iter().flatten().map(|&v| v as i64).collect();
+    assert!(Tensor::from_slice(&got).reshape([100, 9]).equal(&want), "the permutation sets differ");
+}
+#[test]
+fn npid_nce_step_matches_pytorch() {
+    check("npid");
+}
+#[test]
+fn npid_softmax_step_matches_pytorch() {
+    check("npid_softmax");
+}
+#[test]
+fn context_prediction_step_matches_pytorch() {
+    check("context_prediction");
+}
+#[test]
+fn counting_step_matches_pytorch() {
+    check("counting");
+}
+#[test]
+fn pirl_step_matches_pytorch() {
+    check("pirl");
+}
+#[test]
+fn context_encoder_step_matches_pytorch() {
+    check("context_encoder");
 }

@@ -145,9 +145,16 @@ pub(crate) use method;
 
 pub mod barlow_twins;
 pub mod byol;
+pub mod context_encoder;
+pub mod context_prediction;
+pub mod counting;
 pub mod dino;
+pub mod jigsaw;
 pub mod mae;
 pub mod moco;
+pub mod npid;
+pub mod pirl;
+pub mod rotation;
 pub mod simclr;
 pub mod simsiam;
 pub mod vicreg;
@@ -173,7 +180,7 @@ use crate::optim::OptimizerKind;
 use crate::schedule;
 
 /// Every method, in the order `pretext train --help` and `docs/methods.md` list them.
-pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC, &dcl::SPEC, &dcl::weighted::SPEC, &moco_v3::SPEC, &nnclr::SPEC, &fastsiam::SPEC, &tico::SPEC, &swav::SPEC];
+pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC, &dcl::SPEC, &dcl::weighted::SPEC, &moco_v3::SPEC, &nnclr::SPEC, &fastsiam::SPEC, &tico::SPEC, &swav::SPEC, &rotation::SPEC, &jigsaw::SPEC, &npid::SPEC, &context_prediction::SPEC, &counting::SPEC, &pirl::SPEC, &context_encoder::SPEC];
 
 /// A method's registry entry: what the CLI, the config file and the docs know of it.
 pub struct MethodSpec {
@@ -614,6 +621,8 @@ pub trait Method {
     fn after_step(&mut self, _ctx: &StepCtx) {}
     /// Fixes the random masking of the next step (MAE; a no-op elsewhere). For step-equivalence tests.
     fn set_mask_noise(&mut self, _noise: Tensor) {}
+    /// The training-set index of each image of the next step's batch, (B,) int64 (NPID's memory bank; a no-op elsewhere).
+    fn set_batch_indices(&mut self, _indices: Tensor) {}
     /// Loss state (queue, center): live handles, restored by copying into them.
     fn state(&self) -> Vec<(String, Tensor)> {
         vec![]
