@@ -3,7 +3,7 @@
 //! against the tch forward of the same checkpoint on real images.
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use pretext_exporter::{Checkpoint, ExportOptions};
 use pretext_models::BackboneConfig;

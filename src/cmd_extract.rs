@@ -1,7 +1,7 @@
 //! `pretext extract`: images or a dataset in, a features file (.npy or .safetensors) out.
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use pretext_runtime::{write_features, BackendKind, Engine, ExecutionProvider, Extractor, GraphOptLevel, OrtOptions, Source, TractOptions};
 

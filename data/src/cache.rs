@@ -6,7 +6,7 @@
 //! A file whose magic, version, lengths or checksum do not match is rebuilt.
 //! Files are written atomically ([`pretext_models::io::atomic_write_with`]);
 //! writing one removes older caches of a source with the same file name.
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};

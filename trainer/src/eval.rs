@@ -66,9 +66,9 @@ pub fn knn_accuracy(train: &Tensor, train_labels: &[u32], test: &Tensor, test_la
     let mut correct = vec![0i64; settings.len()];
     let m = test.size()[0];
     tch::no_grad(|| {
-        for s in (0..m).step_by(chunk as usize) {
-            let c = chunk.min(m - s);
-            let sim = test.narrow(0, s, c).matmul(&train.tr());
+        for start in (0..m).step_by(chunk as usize) {
+            let c = chunk.min(m - start);
+            let sim = test.narrow(0, start, c).matmul(&train.tr());
             let (top, idx) = sim.topk(kmax, 1, true, true);
             let nl = ytr.index_select(0, &idx.flatten(0, -1)).reshape([c, kmax]);
             for (si, s) in settings.iter().enumerate() {
@@ -76,7 +76,7 @@ pub fn knn_accuracy(train: &Tensor, train_labels: &[u32], test: &Tensor, test_la
                 let w = (top.narrow(1, 0, k) / s.temperature as f64).exp();
                 let votes = Tensor::zeros([c, classes], (Kind::Float, Device::Cpu)).scatter_add(1, &nl.narrow(1, 0, k), &w);
                 let pred = votes.argmax(1, false);
-                correct[si] += pred.eq_tensor(&yte.narrow(0, s, c)).sum(Kind::Int64).int64_value(&[]);
+                correct[si] += pred.eq_tensor(&yte.narrow(0, start, c)).sum(Kind::Int64).int64_value(&[]);
             }
         }
     });

@@ -10,14 +10,14 @@ use pretext_exporter::{Checkpoint, ExportError, ExportOptions, Head, Resolved};
 use pretext_models::{Backbone, BackboneConfig, HeadSpec};
 use tch::Tensor;
 
-use crate::{Params, TchOps, WeightsError};
+use crate::{Params, TchOps, TensorFileError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error(transparent)]
-    Weights(#[from] WeightsError),
+    Weights(#[from] TensorFileError),
     #[error("output {output}: {reason}")]
     Output { output: String, reason: String },
 }
