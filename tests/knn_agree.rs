@@ -16,11 +16,12 @@ fn rows(t: &Tensor) -> Array2<f32> {
 fn tch_and_ndarray_knn_accuracies_are_equal() {
     tch::manual_seed(7);
     let (classes, d) = (10i64, 64i64);
-    // Clustered features, noisy enough that k-NN is neither perfect nor chance.
+    // Clustered features, noisy enough that k-NN is neither perfect nor chance
+    // (noise 2.5: 44-87% over the five settings; at 1.6 k=200 reached 99.6%).
     let centers = Tensor::randn([classes, d], (Kind::Float, Device::Cpu));
     let sample = |n: i64| {
         let y = Tensor::randint(classes, [n], (Kind::Int64, Device::Cpu));
-        let x = centers.index_select(0, &y) + Tensor::randn([n, d], (Kind::Float, Device::Cpu)) * 1.6;
+        let x = centers.index_select(0, &y) + Tensor::randn([n, d], (Kind::Float, Device::Cpu)) * 2.5;
         (x, Vec::<i64>::try_from(&y).unwrap().into_iter().map(|v| v as u32).collect::<Vec<u32>>())
     };
     let (train, ytr) = sample(3000);

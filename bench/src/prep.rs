@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use pretext_models::{Backbone, BackboneConfig};
-use pretext_trainer::backend::{write_safetensors, Blob};
+use pretext_models::tensorfile::{self, HostTensor, TensorFile};
+use pretext_trainer::backend::host_tensor;
 use pretext_trainer::Params;
 use tch::{Device, Kind, Tensor};
 
@@ -25,14 +26,8 @@ pub struct ModelCase {
 /// Every model `pretext bench` knows, in table order.
 pub const MODELS: &[&str] = &["resnet18-cifar", "resnet50", "vit-small", "mobilenet_v2"];
 
-pub fn f32_blob(t: &Tensor) -> Result<Blob> {
-    let t = t.to_kind(Kind::Float).contiguous();
-    let v: Vec<f32> = Vec::try_from(t.flatten(0, -1)).context("tensor to host")?;
-    Ok(Blob { dtype: safetensors::Dtype::F32, shape: t.size(), data: v.iter().flat_map(|x| x.to_le_bytes()).collect() })
-}
-
-fn write(path: &Path, blobs: BTreeMap<String, Blob>) -> Result<()> {
-    write_safetensors(path, &blobs, None).with_context(|| format!("writing {}", path.display()))
+fn write(path: &Path, blobs: BTreeMap<String, HostTensor>) -> Result<()> {
+    Ok(tensorfile::write(path, &blobs, None)?)
 }
 
 /// Writes `<dir>/<name>.safetensors` (seed 0 random init, torchvision/timm
@@ -48,18 +43,14 @@ pub fn model_case(dir: &Path, name: &str, max_batch: i64) -> Result<ModelCase> {
     params.save_safetensors(&weights, None).with_context(|| format!("writing {}", weights.display()))?;
     tch::manual_seed(1);
     let x = Tensor::randn([max_batch, 3, image_size, image_size], (Kind::Float, Device::Cpu));
-    write(&input, BTreeMap::from([("x".to_string(), f32_blob(&x)?)]))?;
+    write(&input, BTreeMap::from([("x".to_string(), host_tensor(&x))]))?;
     Ok(ModelCase { name: name.to_string(), config, image_size, weights, input })
 }
 
 /// Reads tensor `key` of a safetensors file as f32 values and shape.
 pub fn read_f32(path: &Path, key: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not safetensors", path.display()))?;
-    let v = st.tensor(key).with_context(|| format!("{}: no tensor '{key}'", path.display()))?;
-    anyhow::ensure!(v.dtype() == safetensors::Dtype::F32, "{}: tensor '{key}' is {:?}, expected F32", path.display(), v.dtype());
-    let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-    Ok((data, v.shape().to_vec()))
+    let (shape, data) = TensorFile::read(path)?.f32(key)?;
+    Ok((data, shape))
 }
 
 /// The SimCLR training-step case: ResNet-18 CIFAR + the trainer's projection head.
@@ -88,7 +79,7 @@ pub fn train_case(dir: &Path, batch: i64) -> Result<TrainCase> {
     write(&weights, blobs)?;
     tch::manual_seed(2);
     let views = dir.join("simclr.views.safetensors");
-    write(&views, BTreeMap::from([("x".to_string(), f32_blob(&Tensor::randn([2 * batch, 3, 32, 32], (Kind::Float, Device::Cpu)))?)]))?;
+    write(&views, BTreeMap::from([("x".to_string(), host_tensor(&Tensor::randn([2 * batch, 3, 32, 32], (Kind::Float, Device::Cpu))))]))?;
     Ok(TrainCase { weights, views, batch, hidden: mc.proj_hidden, out: mc.proj_out })
 }
 
@@ -103,6 +94,6 @@ pub fn knn_case(dir: &Path, n: i64, q: i64, dim: i64) -> Result<PathBuf> {
     let g = norm(Tensor::randn([n, dim], (Kind::Float, Device::Cpu)));
     let qs = norm(Tensor::randn([q, dim], (Kind::Float, Device::Cpu)));
     let path = dir.join("knn.safetensors");
-    write(&path, BTreeMap::from([("gallery".to_string(), f32_blob(&g)?), ("queries".to_string(), f32_blob(&qs)?)]))?;
+    write(&path, BTreeMap::from([("gallery".to_string(), host_tensor(&g)), ("queries".to_string(), host_tensor(&qs))]))?;
     Ok(path)
 }

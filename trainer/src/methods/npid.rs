@@ -50,31 +50,110 @@ super::method! {
 
 impl Recipe for Config {
     fn pipeline(&self, _res: Resolution, size: usize) -> Pipeline {
-        // lemniscate: RandomResizedCrop(0.2, 1), RandomGrayscale(0.2), ColorJitter(0.4, 0.4, 0.4, 0.4), flip.
-        let mut v = ViewSpec::crop_flip(size, (0.2, 1.0));
-        v.jitter = Some(ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.4 });
-        v.jitter_p = 1.0;
-        v.gray_p = 0.2;
-        Pipeline { views: vec![v] }
+        Pipeline { views: vec![view(size)] }
     }
     fn build(&self, backbone: Backbone, device: Device) -> Result<Box<dyn Method>, MethodError> {
         Ok(Box::new(Npid::new(self, backbone, device)))
     }
 }
 
-pub struct Npid {
-    /// Fixed noise rows (B, K) int64 for the next step (step-equivalence tests); consumed by `loss`.
-    pub next_noise: Option<Tensor>,
-    indices: Option<Tensor>,
-    backbone: Backbone,
-    head: MlpHead,
-    params: Params,
+/// NPID's view (lemniscate: RandomResizedCrop(0.2, 1), RandomGrayscale(0.2),
+/// ColorJitter(0.4, 0.4, 0.4, 0.4), flip); PIRL's paper follows it.
+pub fn view(size: usize) -> ViewSpec {
+    let mut v = ViewSpec::crop_flip(size, (0.2, 1.0));
+    v.jitter = Some(ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.4 });
+    v.jitter_p = 1.0;
+    v.gray_p = 0.2;
+    v
+}
+
+/// A memory bank of one unit row per training image with NCE's normalising
+/// constant (NPID and PIRL): fed with each batch's training-set indices,
+/// read by the loss, updated after the optimizer step with
+/// `v <- normalize(m v + (1 - m) f)`, checkpointed as `memory` and `nce_z`.
+pub struct MemoryBank {
     /// (n, D) unit rows, one per training image.
     pub memory: Tensor,
     /// NCE's normalising constant, (1,); negative until the first NCE batch sets it.
     pub z: Tensor,
+    momentum: f64,
+    indices: Option<Tensor>,
     /// The batch's indices and embeddings, written to the bank after the step.
     pending: Option<(Tensor, Tensor)>,
+}
+
+impl MemoryBank {
+    /// `rows` random unit rows of `dim`.
+    pub fn new(rows: i64, dim: i64, momentum: f64, device: Device) -> Self {
+        let memory = loss::l2_normalize(&Tensor::randn([rows, dim], (Kind::Float, device)));
+        let z = Tensor::full([1], -1.0, (Kind::Float, device));
+        Self { memory, z, momentum, indices: None, pending: None }
+    }
+
+    /// Rows of the bank.
+    pub fn rows(&self) -> i64 {
+        self.memory.size()[0]
+    }
+
+    /// The training-set indices of the next batch.
+    pub fn set_indices(&mut self, indices: Tensor) {
+        self.indices = Some(indices);
+    }
+
+    /// The batch's indices, checked: one per image, each a row of the bank.
+    pub fn take_indices(&mut self, batch: i64) -> Result<Tensor, MethodError> {
+        let n = self.rows();
+        let bad = |what: String| MethodError::Config(ConfigError::new("method.bank_size", n, what));
+        let idx = self.indices.take().ok_or_else(|| bad("a memory bank fed with each image's training-set index: none was given for this batch".into()))?;
+        if idx.size() != [batch] {
+            return Err(bad(format!("one index per image: got indices of shape {:?} for a batch of {batch}", idx.size())));
+        }
+        let (lo, hi) = (idx.min().int64_value(&[]), idx.max().int64_value(&[]));
+        if lo < 0 || hi >= n {
+            return Err(bad(format!("a row for every training image: image index {} is outside the bank", if lo < 0 { lo } else { hi })));
+        }
+        Ok(idx)
+    }
+
+    /// NCE's Z so far (negative: not yet estimated).
+    pub fn z(&self) -> f64 {
+        self.z.double_value(&[0])
+    }
+
+    /// Keeps the Z a loss estimated.
+    pub fn set_z(&self, z: f64) {
+        let _ = tch::no_grad(|| self.z.shallow_clone().fill_(z));
+    }
+
+    /// The rows `idx` move towards `f` (detached) after the step.
+    pub fn remember(&mut self, idx: Tensor, f: &Tensor) {
+        self.pending = Some((idx, f.detach()));
+    }
+
+    /// Writes the remembered rows: `v <- normalize(m v + (1 - m) f)`.
+    pub fn update(&mut self) {
+        if let Some((idx, f)) = self.pending.take() {
+            let m = self.momentum;
+            tch::no_grad(|| {
+                let v = loss::l2_normalize(&(self.memory.index_select(0, &idx) * m + f * (1.0 - m)));
+                let _ = self.memory.index_copy_(0, &idx, &v);
+            });
+        }
+    }
+
+    /// Checkpointed state: `memory` and `nce_z`.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        vec![("memory".into(), self.memory.shallow_clone()), ("nce_z".into(), self.z.shallow_clone())]
+    }
+}
+
+pub struct Npid {
+    /// Fixed noise rows (B, K) int64 for the next step (step-equivalence tests); consumed by `loss`.
+    pub next_noise: Option<Tensor>,
+    backbone: Backbone,
+    head: MlpHead,
+    params: Params,
+    pub bank: MemoryBank,
     c: Config,
 }
 
@@ -85,9 +164,8 @@ impl Npid {
         head.layers.push(Layer::L2Normalize { name: "l2norm".into() });
         let params = Params::new(specs(&backbone, &[&head]), device);
         params.use_channels_last();
-        let memory = loss::l2_normalize(&Tensor::randn([c.bank_size, c.proj_out], (Kind::Float, device)));
-        let z = Tensor::full([1], -1.0, (Kind::Float, device));
-        Self { next_noise: None, indices: None, backbone, head, params, memory, z, pending: None, c: c.clone() }
+        let bank = MemoryBank::new(c.bank_size, c.proj_out, c.bank_momentum, device);
+        Self { next_noise: None, backbone, head, params, bank, c: c.clone() }
     }
 }
 
@@ -100,44 +178,30 @@ impl Method for Npid {
         self.next_noise = Some(noise);
     }
     fn set_batch_indices(&mut self, indices: Tensor) {
-        self.indices = Some(indices);
+        self.bank.set_indices(indices);
     }
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("npid", views, 1)?;
         let x = &views[0];
-        let (b, n) = (x.size()[0], self.memory.size()[0]);
-        let bad = |what: String| MethodError::Config(ConfigError::new("method.bank_size", n, what));
-        let idx = self.indices.take().ok_or_else(|| bad("a memory bank fed with each image's training-set index: none was given for this batch".into()))?;
-        if idx.size() != [b] {
-            return Err(bad(format!("one index per image: got indices of shape {:?} for a batch of {b}", idx.size())));
-        }
-        let (lo, hi) = (idx.min().int64_value(&[]), idx.max().int64_value(&[]));
-        if lo < 0 || hi >= n {
-            return Err(bad(format!("a row for every training image: image index {} is outside the bank", if lo < 0 { lo } else { hi })));
-        }
+        let (b, n) = (x.size()[0], self.bank.rows());
+        let idx = self.bank.take_indices(b)?;
         let f = embed(&self.backbone, &self.head, &self.params, x);
         let t = self.c.temperature;
         let l = if self.c.nce_k == 0 {
-            loss::npid_softmax(&f, &self.memory, &idx, t)
+            loss::npid_softmax(&f, &self.bank.memory, &idx, t)
         } else {
             let noise = self.next_noise.take().unwrap_or_else(|| Tensor::randint(n, [b, self.c.nce_k], (Kind::Int64, x.device())));
-            let (l, z) = loss::npid_nce(&f, &self.memory, &idx, &noise, t, self.z.double_value(&[0]));
-            let _ = tch::no_grad(|| self.z.fill_(z));
+            let (l, z) = loss::npid_nce(&f, &self.bank.memory, &idx, &noise, t, self.bank.z());
+            self.bank.set_z(z);
             l
         };
-        self.pending = Some((idx, f.detach()));
+        self.bank.remember(idx, &f);
         Ok(l)
     }
     fn after_step(&mut self, _: &StepCtx) {
-        if let Some((idx, f)) = self.pending.take() {
-            let m = self.c.bank_momentum;
-            tch::no_grad(|| {
-                let v = loss::l2_normalize(&(self.memory.index_select(0, &idx) * m + f * (1.0 - m)));
-                let _ = self.memory.index_copy_(0, &idx, &v);
-            });
-        }
+        self.bank.update();
     }
     fn state(&self) -> Vec<(String, Tensor)> {
-        vec![("memory".into(), self.memory.shallow_clone()), ("nce_z".into(), self.z.shallow_clone())]
+        self.bank.state()
     }
 }

@@ -26,12 +26,13 @@
 //! the permutation, 18 tile offsets, then `nce_k` numbers `u` giving the
 //! noise rows `floor(u n)`.
 
-use pretext_data::augment::{ColorJitter, Pipeline, Resolution, ViewSpec};
+use pretext_data::augment::{Pipeline, Resolution};
 use pretext_models::{Backbone, HeadBlock, HeadSpec, Layer, MlpHead};
 use tch::{Device, Kind, Tensor};
 
 use super::jigsaw::{shuffled_tiles, TILES};
-use super::{check_views, specs, ConfigError, Method, MethodError, OptimizerDefaults, Range, Recipe, StepCtx};
+use super::npid::{view, MemoryBank};
+use super::{check_views, specs, Method, MethodError, OptimizerDefaults, Range, Recipe, StepCtx};
 use crate::backend::{Params, TchOps};
 use crate::loss;
 
@@ -59,11 +60,7 @@ super::method! {
 impl Recipe for Config {
     fn pipeline(&self, _res: Resolution, size: usize) -> Pipeline {
         // The paper's augmentations follow NPID's (crop, jitter, grayscale, flip).
-        let mut v = ViewSpec::crop_flip(size, (0.2, 1.0));
-        v.jitter = Some(ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.4 });
-        v.jitter_p = 1.0;
-        v.gray_p = 0.2;
-        Pipeline { views: vec![v.clone(), v] }
+        Pipeline { views: vec![view(size), view(size)] }
     }
     fn build(&self, backbone: Backbone, device: Device) -> Result<Box<dyn Method>, MethodError> {
         Ok(Box::new(Pirl::new(self, backbone, device)))
@@ -73,17 +70,12 @@ impl Recipe for Config {
 pub struct Pirl {
     /// Fixed transform and negative-sampling noise for the next step (step-equivalence tests).
     pub next_noise: Option<Tensor>,
-    indices: Option<Tensor>,
     backbone: Backbone,
     f_head: MlpHead,
     tile_head: MlpHead,
     fuse_head: MlpHead,
     params: Params,
-    /// (n, D) unit rows, one per training image.
-    pub memory: Tensor,
-    /// NCE's normalising constant, (1,); negative until the first batch sets it.
-    pub z: Tensor,
-    pending: Option<(Tensor, Tensor)>,
+    pub bank: MemoryBank,
     c: Config,
 }
 
@@ -96,9 +88,8 @@ impl Pirl {
         let fuse_head = MlpHead::new("prediction_head.fuse", vec![HeadBlock::new(TILES * c.proj_out, c.proj_out, None, None)]);
         let params = Params::new(specs(&backbone, &[&f_head, &tile_head, &fuse_head]), device);
         params.use_channels_last();
-        let memory = loss::l2_normalize(&Tensor::randn([c.bank_size, c.proj_out], (Kind::Float, device)));
-        let z = Tensor::full([1], -1.0, (Kind::Float, device));
-        Self { next_noise: None, indices: None, backbone, f_head, tile_head, fuse_head, params, memory, z, pending: None, c: c.clone() }
+        let bank = MemoryBank::new(c.bank_size, c.proj_out, c.bank_momentum, device);
+        Self { next_noise: None, backbone, f_head, tile_head, fuse_head, params, bank, c: c.clone() }
     }
 }
 
@@ -111,21 +102,13 @@ impl Method for Pirl {
         self.next_noise = Some(noise);
     }
     fn set_batch_indices(&mut self, indices: Tensor) {
-        self.indices = Some(indices);
+        self.bank.set_indices(indices);
     }
     fn loss(&mut self, views: &[Tensor], _: &StepCtx) -> Result<Tensor, MethodError> {
         check_views("pirl", views, 2)?;
         let (x, xt) = (&views[0], &views[1]);
-        let (b, n, k) = (x.size()[0], self.memory.size()[0], self.c.nce_k);
-        let bad = |what: String| MethodError::Config(ConfigError::new("method.bank_size", n, what));
-        let idx = self.indices.take().ok_or_else(|| bad("a memory bank fed with each image's training-set index: none was given for this batch".into()))?;
-        if idx.size() != [b] {
-            return Err(bad(format!("one index per image: got indices of shape {:?} for a batch of {b}", idx.size())));
-        }
-        let (lo, hi) = (idx.min().int64_value(&[]), idx.max().int64_value(&[]));
-        if lo < 0 || hi >= n {
-            return Err(bad(format!("a row for every training image: image index {} is outside the bank", if lo < 0 { lo } else { hi })));
-        }
+        let (b, n, k) = (x.size()[0], self.bank.rows(), self.c.nce_k);
+        let idx = self.bank.take_indices(b)?;
         let noise = self.next_noise.take().unwrap_or_else(|| Tensor::rand([b, 3 * TILES + k], (Kind::Float, x.device())));
         let order = noise.narrow(1, 0, TILES).argsort(1, false);
         let tiles = shuffled_tiles(xt, &noise.narrow(1, TILES, 2 * TILES), &order);
@@ -138,22 +121,16 @@ impl Method for Pirl {
         let t = self.tile_head.forward(&mut o, &t).reshape([TILES, b, -1]).permute([1, 0, 2]).reshape([b, -1]);
         let g = loss::l2_normalize(&self.fuse_head.forward(&mut o, &t));
         let (temp, lambda) = (self.c.temperature, self.c.lambda);
-        let (l_f, z) = loss::npid_nce(&f, &self.memory, &idx, &negatives, temp, self.z.double_value(&[0]));
-        let (l_g, _) = loss::npid_nce(&g, &self.memory, &idx, &negatives, temp, z);
-        let _ = tch::no_grad(|| self.z.fill_(z));
-        self.pending = Some((idx, f.detach()));
+        let (l_f, z) = loss::npid_nce(&f, &self.bank.memory, &idx, &negatives, temp, self.bank.z());
+        let (l_g, _) = loss::npid_nce(&g, &self.bank.memory, &idx, &negatives, temp, z);
+        self.bank.set_z(z);
+        self.bank.remember(idx, &f);
         Ok(l_g * lambda + l_f * (1.0 - lambda))
     }
     fn after_step(&mut self, _: &StepCtx) {
-        if let Some((idx, f)) = self.pending.take() {
-            let m = self.c.bank_momentum;
-            tch::no_grad(|| {
-                let v = loss::l2_normalize(&(self.memory.index_select(0, &idx) * m + f * (1.0 - m)));
-                let _ = self.memory.index_copy_(0, &idx, &v);
-            });
-        }
+        self.bank.update();
     }
     fn state(&self) -> Vec<(String, Tensor)> {
-        vec![("memory".into(), self.memory.shallow_clone()), ("nce_z".into(), self.z.shallow_clone())]
+        self.bank.state()
     }
 }
