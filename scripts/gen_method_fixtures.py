@@ -1036,6 +1036,45 @@ def context_encoder():
 EXTRA["context_encoder"] = context_encoder
 
 
+def cpc_v2():
+    """CPC v2 (Henaff et al. 2019, sec. 3): P-px patches with stride P/2 (row-major per image), z = backbone
+    features, context c = masked 3x3 convolutions with ReLU (kernel's bottom row zeroed: row i sees rows <= i),
+    predictions W_k c (1x1, no bias) for rows k ahead, InfoNCE of each prediction against every patch of the batch
+    (target: the patch k rows below), mean cross entropy per k, averaged over k."""
+    torch.manual_seed(18)
+    D, P, STEPS, L = WIDTH * 8, 8, 2, 2
+
+    class Pred(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.context = nn.ModuleList([nn.Conv2d(D, D, 3, padding=1) for _ in range(L)])
+            self.steps = nn.ModuleList([nn.Conv2d(D, D, 1, bias=False) for _ in range(STEPS)])
+
+    m = Net({"prediction_head": Pred()}).train()
+    x = views(1)
+    G = (S - P) // (P // 2) + 1
+    patches = x[0].unfold(2, P, P // 2).unfold(3, P, P // 2).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, P, P)
+    mask = torch.ones(1, 1, 3, 3)
+    mask[:, :, 2] = 0
+
+    def loss():
+        f = m.backbone(patches)
+        c = f.reshape(B, G, G, D).permute(0, 3, 1, 2)
+        for conv in m.prediction_head.context:
+            c = F.relu(F.conv2d(c, conv.weight * mask, conv.bias, padding=1))
+        total = 0
+        for k in range(1, STEPS + 1):
+            pred = F.conv2d(c[:, :, :G - k], m.prediction_head.steps[k - 1].weight).permute(0, 2, 3, 1).reshape(-1, D)
+            labels = torch.tensor([b * G * G + (i + k) * G + j for b in range(B) for i in range(G - k) for j in range(G)])
+            total = total + F.cross_entropy(pred @ f.T, labels)
+        return total / STEPS
+
+    run("cpc_v2", m, loss, x, extra_meta={"patch_size": P, "steps": STEPS, "context_layers": L})
+
+
+EXTRA["cpc_v2"] = cpc_v2
+
+
 if __name__ == "__main__":
     names = sys.argv[1:]
     unknown = [n for n in names if n != "base" and n not in EXTRA]
