@@ -17,8 +17,10 @@
 //! BatchNorm (the paper swaps in layer norm so that statistics do not leak
 //! across patches); no per-patch augmentation. Patches are `patch_size` px
 //! with stride `patch_size / 2` (8-px patches, a 7x7 grid on 32-px CIFAR
-//! views). The context network and predictions (`prediction_head.*`) are
-//! trained and checkpointed, not exported. No random choice.
+//! views); `patch_size` and `steps` are checked against the backbone's view
+//! size before training. The context network and predictions
+//! (`prediction_head.*`) are trained and checkpointed, not exported. No random
+//! choice.
 
 use pretext_data::augment::{Pipeline, Resolution, ViewSpec};
 use pretext_models::{Backbone, HeadSpec, Init, ParamKind, ParamSpec};
@@ -30,13 +32,13 @@ use crate::loss;
 
 super::method! {
     name: "cpc_v2", aliases: ["cpc"],
-    summary: "CPC v2: overlapping patches encoded, a masked-convolution context over the rows above, InfoNCE on predictions rows ahead (Hénaff et al. 2019)",
+    summary: "CPC v2: overlapping patches encoded, a masked-convolution context over each row and the rows above, InfoNCE on predictions rows ahead (Hénaff et al. 2019)",
     reference: "Hénaff et al. 2019 sec. 3 (patch grid, masked-conv context, W_k predictions, InfoNCE over all patches of the batch)",
     optimizer: OptimizerDefaults::SGD,
     config(d) {
         /// Side of a patch in px; patches overlap by half.
         patch_size: i64 = 8, Range::at_least(2.0);
-        /// Rows ahead predicted (k = 1..steps).
+        /// Rows ahead predicted (k = 1..steps); fewer than the rows of the patch grid.
         steps: i64 = 3, Range::at_least(1.0);
         /// Masked 3x3 convolutions (with ReLU) of the context network.
         context_layers: i64 = 2, Range::at_least(1.0);
@@ -47,9 +49,33 @@ impl Recipe for Config {
     fn pipeline(&self, _res: Resolution, size: usize) -> Pipeline {
         Pipeline { views: vec![ViewSpec::crop_flip(size, (0.2, 1.0))] }
     }
+    fn check(&self, backbone: &Backbone) -> Result<(), ConfigError> {
+        check_grid(self, backbone.config().default_image_size())
+    }
     fn build(&self, backbone: Backbone, device: Device) -> Result<Box<dyn Method>, MethodError> {
         Ok(Box::new(Cpc::new(self, backbone, device)))
     }
+}
+
+/// Rows (and columns) of `p`-px patches at stride `p / 2` on `size`-px views.
+pub fn grid(size: i64, p: i64) -> i64 {
+    if p <= size {
+        (size - p) / (p / 2).max(1) + 1
+    } else {
+        0
+    }
+}
+
+/// The patch fits the views and the grid has a row more than the rows predicted ahead.
+fn check_grid(c: &Config, size: i64) -> Result<(), ConfigError> {
+    let (p, g) = (c.patch_size, grid(size, c.patch_size));
+    if g == 0 {
+        return Err(ConfigError::new("method.patch_size", p, format!("at most the views' {size} px")));
+    }
+    if g <= c.steps {
+        return Err(ConfigError::new("method.steps", c.steps, format!("at most {}: fewer than the {g} rows of {p}-px patches on {size}-px views", g - 1)));
+    }
+    Ok(())
 }
 
 /// Overlapping patches, row-major per image.
@@ -100,10 +126,8 @@ impl Method for Cpc {
         check_views("cpc_v2", views, 1)?;
         let x = &views[0];
         let (b, size, p) = (x.size()[0], x.size()[2], self.c.patch_size);
-        let g = if p <= size { (size - p) / (p / 2).max(1) + 1 } else { 0 };
-        if g <= self.c.steps {
-            return Err(MethodError::Config(ConfigError::new("method.steps", self.c.steps, format!("fewer than the {g} rows of {p}-px patches on {size}-px views"))));
-        }
+        check_grid(&self.c, size).map_err(MethodError::Config)?;
+        let g = grid(size, p);
         let f = self.backbone.forward_features(&mut TchOps::new(&self.params, true), &patches(x, p));
         let d = f.size()[1];
         let z = f.reshape([b, g, g, d]).permute([0, 3, 1, 2]);
@@ -117,18 +141,19 @@ impl Method for Cpc {
             c = c.conv2d(&w, Some(bias), [1, 1], [1, 1], [1, 1], 1).relu();
         }
         let targets = f;
-        let mut total = Tensor::zeros([], (Kind::Float, x.device()));
+        let mut per_step = Vec::new();
         for k in 1..=self.c.steps {
             let w = self.param(&format!("prediction_head.steps.{}.weight", k - 1))?;
             // Predictions from rows 0..g-k for rows k..g.
             let pred = c.narrow(2, 0, g - k).conv2d(w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
             let pred = pred.permute([0, 2, 3, 1]).reshape([-1, d]);
             let rows = Tensor::arange(b * (g - k) * g, (Kind::Int64, x.device()));
-            let (img, rest) = (rows.divide_scalar_mode(((g - k) * g) as i64, "floor"), rows.remainder(((g - k) * g) as i64));
+            let per_image = (g - k) * g;
+            let (img, rest) = (rows.divide_scalar_mode(per_image, "floor"), rows.remainder(per_image));
             let labels = img * (g * g) + rest + k * g;
-            total = total + loss::cross_entropy(&pred.matmul(&targets.tr()), &labels);
+            per_step.push(loss::cross_entropy(&pred.matmul(&targets.tr()), &labels));
         }
-        Ok(total / self.c.steps as f64)
+        Ok(Tensor::stack(&per_step, 0).mean(Kind::Float))
     }
 }
 
@@ -144,5 +169,17 @@ mod tests {
         // Patch (0, 1) starts at column 2; patch (1, 0) at row 2.
         assert_eq!(p.get(1).double_value(&[0, 0, 0]), 2.0);
         assert_eq!(p.get(2).double_value(&[0, 0, 0]), 12.0);
+    }
+
+    #[test]
+    fn grid_needs_a_row_beyond_the_steps() {
+        assert_eq!(grid(32, 8), 7);
+        assert_eq!(grid(16, 8), 3);
+        assert_eq!(grid(32, 5), 14);
+        assert_eq!(grid(8, 16), 0);
+        let c = |patch_size, steps| Config { patch_size, steps, context_layers: 1 };
+        assert!(check_grid(&c(8, 6), 32).is_ok());
+        assert_eq!(check_grid(&c(8, 7), 32).unwrap_err().field, "method.steps");
+        assert_eq!(check_grid(&c(40, 1), 32).unwrap_err().field, "method.patch_size");
     }
 }
