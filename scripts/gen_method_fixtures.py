@@ -1036,6 +1036,86 @@ def context_encoder():
 EXTRA["context_encoder"] = context_encoder
 
 
+def cpc_v2():
+    """CPC v2 (Henaff et al. 2019, sec. 3), written from the paper's definition, not from cpc.rs: the image's
+    P-px patches x_{i,j} at stride P/2, cut one by one; z_{i,j} = f(x_{i,j}) (the ResNet's pooled features; all
+    patches of the batch in one forward, so BatchNorm sees them together, as cpc.rs does); the context
+    c_{i,j} = g(z_{u,v} : u <= i), PixelCNN-masked 3x3 convolutions with ReLU (the kernel rows below the centre are
+    zero; checked below: changing rows > i leaves row i of c unchanged); z^_{i+k,j} = W_k c_{i,j} (no bias); and per
+    (image, i, j, k) the InfoNCE term -log exp(z^ . z_{i+k,j}) / (exp(z^ . z_{i+k,j}) + sum_l exp(z^ . z_l)), the
+    z_l every other patch of this and the other images. The loss is the mean of the terms for each k, averaged
+    over k (the paper sums)."""
+    torch.manual_seed(18)
+    D, P, STEPS, L = WIDTH * 8, 8, 2, 2
+
+    class MaskedConv(nn.Conv2d):
+        def __init__(self, c):
+            super().__init__(c, c, 3, padding=1)
+            mask = torch.ones(1, 1, 3, 3)
+            mask[:, :, 2:] = 0  # rows below the centre
+            self.register_buffer("mask", mask, persistent=False)
+
+        def forward(self, h):
+            return F.conv2d(h, self.weight * self.mask, self.bias, padding=1)
+
+    class Pred(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.context = nn.ModuleList([MaskedConv(D) for _ in range(L)])
+            self.steps = nn.ModuleList([nn.Conv2d(D, D, 1, bias=False) for _ in range(STEPS)])
+
+        def g(self, z):  # z: (B, D, G, G) -> c, same shape
+            for conv in self.context:
+                z = F.relu(conv(z))
+            return z
+
+    m = Net({"prediction_head": Pred()}).train()
+    x = views(1)
+    st = P // 2
+    G = (S - P) // st + 1
+    assert G > STEPS
+    # (B, G, G, 3, P, P): patch (i, j) of each image, then every patch of the batch in (image, i, j) order.
+    grid = torch.stack([torch.stack([x[0][:, :, i * st:i * st + P, j * st:j * st + P] for j in range(G)], 1) for i in range(G)], 1)
+    patches = grid.reshape(B * G * G, 3, P, P)
+
+    # The context of row i sees rows <= i only.
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z0 = torch.randn(2, D, G + 2, G + 2, generator=gen)
+        c0 = m.prediction_head.g(z0)
+        for i in range(G + 1):
+            z1 = z0.clone()
+            z1[:, :, i + 1:] += torch.randn(z1[:, :, i + 1:].shape, generator=gen)
+            c1 = m.prediction_head.g(z1)
+            assert torch.equal(c0[:, :, :i + 1], c1[:, :, :i + 1]), f"context row {i} sees rows below it"
+            assert not torch.equal(c0[:, :, i + 1:], c1[:, :, i + 1:])
+
+    def loss():
+        z = m.backbone(patches).reshape(B, G, G, D)
+        c = m.prediction_head.g(z.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        zl = z.reshape(B * G * G, D)
+        per_k = []
+        for k in range(1, STEPS + 1):
+            wk = m.prediction_head.steps[k - 1].weight[:, :, 0, 0]
+            terms = []
+            for b in range(B):
+                for i in range(G - k):
+                    for j in range(G):
+                        zhat = wk @ c[b, i, j]
+                        n = (b * G + i + k) * G + j
+                        assert torch.equal(zl[n], z[b, i + k, j])
+                        pos = zhat @ z[b, i + k, j]
+                        neg = torch.cat([zl[:n], zl[n + 1:]]) @ zhat
+                        terms.append(torch.logsumexp(torch.cat([pos[None], neg]), 0) - pos)
+            per_k.append(torch.stack(terms).mean())
+        return torch.stack(per_k).mean()
+
+    run("cpc_v2", m, loss, x, extra_meta={"patch_size": P, "steps": STEPS, "context_layers": L})
+
+
+EXTRA["cpc_v2"] = cpc_v2
+
+
 if __name__ == "__main__":
     names = sys.argv[1:]
     unknown = [n for n in names if n != "base" and n not in EXTRA]

@@ -291,12 +291,22 @@ fn pirl_run_exports_its_heads() {
 /// features): the run's backbone exports and verifies on tract and ORT, features within 1e-4.
 #[test]
 fn context_encoder_run_exports_its_backbone() {
+    export_backbone_only("context_encoder");
+}
+/// CPC v2 lists no head (the context network and the W_k predictions work on the grid of patch
+/// features): the run's backbone exports and verifies on tract and ORT, features within 1e-4.
+#[test]
+fn cpc_v2_run_exports_its_backbone() {
+    export_backbone_only("cpc_v2");
+}
+
+fn export_backbone_only(method: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_dataset(&data);
     let run = tmp.path().join("run");
     let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
-    let mut args = vec!["train", "--method", "context_encoder", "--data", d, "--out", r, "--epochs", "1", "--batch-size", "8", "--stop-after", "2"];
+    let mut args = vec!["train", "--method", method, "--data", d, "--out", r, "--epochs", "1", "--batch-size", "8", "--stop-after", "2"];
     args.extend(["--knn-every=-1", "--threads", "1", "--seed", "3", "--quiet"]);
     args.extend(RESNET);
     let cache = tmp.path().join("cache");

@@ -271,3 +271,7 @@ fn pirl_step_matches_pytorch() {
 fn context_encoder_step_matches_pytorch() {
     check("context_encoder");
 }
+#[test]
+fn cpc_v2_step_matches_pytorch() {
+    check("cpc_v2");
+}
