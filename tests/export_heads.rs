@@ -46,8 +46,8 @@ fn listed_heads(path: &Path) -> Vec<String> {
     heads.keys().cloned().collect()
 }
 
-/// Trains `method` two steps at a tiny size and exports its checkpoint with every head it lists.
-fn export_run(method: &str, backbone: &[&str]) {
+/// Trains `method` two steps at a tiny size on a generated dataset: (temp dir, data, checkpoint, cache).
+fn train_tiny(method: &str, backbone: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     write_dataset(&data);
@@ -60,9 +60,16 @@ fn export_run(method: &str, backbone: &[&str]) {
     let (ok, out) = pretext(&args, &cache);
     assert!(ok, "{method}: training failed:\n{out}");
     let ck = run.join("checkpoint.safetensors");
+    (tmp, data, ck, cache)
+}
+
+/// Trains `method` two steps at a tiny size and exports its checkpoint with every head it lists.
+fn export_run(method: &str, backbone: &[&str]) {
+    let (tmp, data, ck, cache) = train_tiny(method, backbone);
+    let d = data.to_str().unwrap();
     let heads = listed_heads(&ck);
     assert!(!heads.is_empty(), "{method}: the checkpoint lists no heads");
-    assert_eq!(listed_heads(&run.join("backbone.safetensors")), Vec::<String>::new(), "{method}: backbone.safetensors holds no head tensors");
+    assert_eq!(listed_heads(&ck.with_file_name("backbone.safetensors")), Vec::<String>::new(), "{method}: backbone.safetensors holds no head tensors");
     let onnx = tmp.path().join("model.onnx");
     let mut args = vec!["export", ck.to_str().unwrap(), "-o", onnx.to_str().unwrap(), "--verify", "--verify-data", d, "--verify-count", "4"];
     for h in &heads {
@@ -301,18 +308,8 @@ fn cpc_v2_run_exports_its_backbone() {
 }
 
 fn export_backbone_only(method: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_dataset(&data);
-    let run = tmp.path().join("run");
-    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
-    let mut args = vec!["train", "--method", method, "--data", d, "--out", r, "--epochs", "1", "--batch-size", "8", "--stop-after", "2"];
-    args.extend(["--knn-every=-1", "--threads", "1", "--seed", "3", "--quiet"]);
-    args.extend(RESNET);
-    let cache = tmp.path().join("cache");
-    let (ok, out) = pretext(&args, &cache);
-    assert!(ok, "training failed:\n{out}");
-    let ck = run.join("checkpoint.safetensors");
+    let (tmp, data, ck, cache) = train_tiny(method, RESNET);
+    let d = data.to_str().unwrap();
     assert_eq!(listed_heads(&ck), Vec::<String>::new());
     let onnx = tmp.path().join("model.onnx");
     let (ok, out) = pretext(&["export", ck.to_str().unwrap(), "-o", onnx.to_str().unwrap(), "--verify", "--verify-data", d, "--verify-count", "4"], &cache);
