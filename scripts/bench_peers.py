@@ -134,6 +134,9 @@ def setup_inference(spec, handlers, finishers, flops):
                                   output_names=["features"], dynamic_axes={"input": {0: "N"}, "features": {0: "N"}},
                                   opset_version=17, dynamo=False)
             log(f"{name}: torch.onnx.export {time.perf_counter() - t0:.1f}s")
+        # `pretext bench` times the exported graph in its own process (same ORT
+        # library and session options as pretext+ORT); standalone, it is timed here.
+        if "torch_onnx_ort" in systems and inf.get("torch_onnx_timed_by") != "pretext":
             so = ort.SessionOptions()
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1

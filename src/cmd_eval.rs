@@ -1,6 +1,7 @@
 //! `pretext eval knn|linear|finetune <checkpoint or run dir> --data <path>`:
 //! evaluates a backbone checkpoint and, next to it, the same architecture at
-//! random init (seed 0) as the baseline.
+//! random init (seed 0) as the baseline. `probes` runs k-NN and the linear
+//! probe on one feature extraction; `--json` also writes the accuracies.
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -16,6 +17,8 @@ use pretext_trainer::Params;
 pub enum Protocol {
     Knn,
     Linear,
+    /// k-NN and the linear probe on the same features.
+    Probes,
     Finetune,
 }
 
@@ -40,6 +43,9 @@ pub struct EvalArgs {
     /// Skip the random-init baseline.
     #[arg(long)]
     no_baseline: bool,
+    /// Also write the accuracies as JSON to this file ({"checkpoint": {...}, "random init": {...}}).
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 fn backbone_file(p: &Path) -> PathBuf {
@@ -72,26 +78,36 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         runs.push(("random init", random));
     }
     let t = eval_transform(size);
+    let mut report = serde_json::Map::new();
     for (name, p) in &runs {
+        let mut r = serde_json::json!({"train_images": n, "test_images": test.n});
         match a.protocol {
-            Protocol::Knn | Protocol::Linear => {
+            Protocol::Knn | Protocol::Linear | Protocol::Probes => {
                 let ftr = features(&backbone, p, tr, &t, 512, device)?;
                 let fte = features(&backbone, p, test.images(), &t, 512, device)?;
-                if let Protocol::Knn = a.protocol {
+                if matches!(a.protocol, Protocol::Knn | Protocol::Probes) {
                     let acc = knn_accuracy(&ftr, &train.labels[..n], &fte, &test.labels, &KNN_SETTINGS, 1000);
                     let each: Vec<String> = KNN_SETTINGS.iter().zip(&acc).map(|(s, a)| format!("{a:.2}% (k={}, T={})", s.k, s.temperature)).collect();
                     println!("{name:>12}: k-NN top-1 {}", each.join(", "));
-                } else {
+                    r["knn"] = KNN_SETTINGS.iter().zip(&acc).map(|(s, a)| serde_json::json!({"k": s.k, "temperature": s.temperature, "top1": a})).collect();
+                }
+                if matches!(a.protocol, Protocol::Linear | Protocol::Probes) {
                     let acc = linear_probe(&ftr, &train.labels[..n], &fte, &test.labels, a.epochs, 0);
                     println!("{name:>12}: linear probe top-1 {acc:.2}% ({} epochs on frozen features)", a.epochs);
+                    r["linear"] = serde_json::json!({"epochs": a.epochs, "top1": acc});
                 }
             }
             Protocol::Finetune => {
                 let o = FinetuneOpts { epochs: a.epochs, batch_size: 128, lr: 0.05, weight_decay: 5e-4, seed: 0, device };
                 let acc = finetune(&backbone, p, tr, &train.labels[..n], test.images(), &test.labels, size as usize, &o)?;
                 println!("{name:>12}: fine-tuned top-1 {acc:.2}% ({} epochs)", a.epochs);
+                r["finetune"] = serde_json::json!({"epochs": a.epochs, "top1": acc});
             }
         }
+        report.insert(name.to_string(), r);
+    }
+    if let Some(path) = &a.json {
+        pretext_models::io::atomic_write(path, &serde_json::to_vec_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

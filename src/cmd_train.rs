@@ -67,7 +67,7 @@ pub struct TrainArgs {
     /// Training images used as the k-NN gallery (0 = all).
     #[arg(long)]
     knn_train: Option<usize>,
-    /// Train on the first N images only.
+    /// Train on N evenly strided training images only (every class stays in).
     #[arg(long)]
     limit: Option<usize>,
     /// Write a checkpoint every N steps (0 = at the end of each epoch and of the run) [default: 0].

@@ -10,8 +10,10 @@
 //! vit_small and vit_base (depth 2, 64 px), each with its classifier and
 //! BatchNorm statistics warmed on real images. Where PyTorch's own fp32
 //! output is already more than `tol::F32 / FLOOR_FACTOR` from the same
-//! network in float64 (ResNet-50), the bound is on the error to the float64
-//! output: at most [`tol::FLOOR_FACTOR`] x PyTorch's own.
+//! network in float64 (ResNet-50), no fp32 engine can meet `tol::F32`
+//! absolute; there each output must be within [`tol::F32_NET_REL`] of
+//! PyTorch's fp32 output relative to its largest value, and within
+//! [`tol::FLOOR_FACTOR`] x PyTorch's own error of the float64 output.
 mod parity_util;
 
 use std::io::Read;
@@ -182,6 +184,11 @@ fn check_reference(name: &str, cfg: BackboneConfig) {
                 assert!(r.max_abs <= tol::F32, "{name}: {out} on {} differs from PyTorch by {:.3e} > {:e}\n{table}", r.backend, r.max_abs, tol::F32);
             }
         } else {
+            for r in rows.iter().filter(|r| &r.output == out) {
+                let (scale, rel) = (r.ref_max as f64, r.max_abs as f64 / r.ref_max as f64);
+                eprintln!("  {out} on {}: {:.3e} from PyTorch fp32 = {rel:.3e} of max |y| {scale:.3}", r.backend, r.max_abs);
+                assert!(rel <= tol::F32_NET_REL, "{name}: {out} on {}: {:.3e} from PyTorch fp32 is {rel:.3e} of max |y| {scale:.3}, above {:e}\n{table}", r.backend, r.max_abs, tol::F32_NET_REL);
+            }
             for (b, e) in errs {
                 assert!(e <= floor, "{name}: {out} on {b}: {e:.3e} from PyTorch float64, above {floor:.3e} ({} x PyTorch fp32's own {e_torch:.3e})\n{table}", tol::FLOOR_FACTOR);
             }

@@ -34,7 +34,7 @@ pub struct BenchArgs {
     pub min_iters: Option<usize>,
     /// Rounds per case: the systems of a case take turns (A B C, A B C, ...), each
     /// ratio is the median of the per-round ratios with a bootstrap 95% interval
-    /// (default 5 with --quick, else 8; training: SimCLR steps per system).
+    /// (default 5 with --quick, else 12; training: SimCLR steps per system).
     #[arg(long)]
     pub rounds: Option<usize>,
     /// Where weights, inputs, ONNX files and results go.
@@ -115,7 +115,7 @@ impl BenchArgs {
                 knn_n: 50_000,
                 knn_queries: 1000,
                 augment_images: 2048,
-                rounds: 8,
+                rounds: 12,
             }
         };
         if let Some(m) = &a.models {

@@ -1,5 +1,8 @@
 //! Inference: per model and batch, every system once per round (A B C D E,
-//! A B C D E, ...); round 0 is a one-run warm-up. Each row carries its
+//! A B C D E, ...); round 0 is a one-run warm-up. The torch.onnx+ORT peer's
+//! graph is exported by the Python peer but timed here, in this process,
+//! through the same ONNX Runtime library with the same session options as
+//! pretext+ORT: their ratio compares the two graphs, not two processes. Each row carries its
 //! percentiles, achieved GFLOP/s against the measured peak, the latency
 //! ratio to each peer with its interval, and its output's distance to
 //! PyTorch eager's.
@@ -90,11 +93,20 @@ fn measure_case(ctx: &mut Ctx, case: &ModelCase, exported: &Result<(), String>, 
     let (p, dir) = (&ctx.p, &ctx.dir);
     let spec = json!({"inference": {
         "systems": PEERS,
+        // The peer exports torch.onnx's graph; this process times it.
+        "torch_onnx_timed_by": "pretext",
         "onnx_dir": dir,
         "outputs": dir.join(format!("{}.peer_outputs.safetensors", case.name)),
         "models": [{"name": case.name, "weights": case.weights, "input": case.input, "batches": p.batches}],
     }});
     let mut peer = ctx.start_peers(&case.name, spec)?;
+    // torch.onnx's graph, written by the peer's setup, in this process's ORT
+    // at ORT's default optimisation level (what a torch.onnx user gets).
+    let torch_onnx = dir.join(format!("{}.torch.onnx", case.name));
+    let torch_ort = match &peer {
+        Some(_) => Some(pretext_runtime::open_ort(&torch_onnx, &pretext_runtime::OrtOptions { opt_level: pretext_runtime::GraphOptLevel::All, ..ort_opts.clone() }).with_context(|| format!("opening the peer's {}", torch_onnx.display()))?),
+        None => None,
+    };
     let tch_model = systems::TchModel::load(case)?;
     let onnx = dir.join(format!("{}.onnx", case.name));
     let runtimes = match exported {
@@ -119,6 +131,10 @@ fn measure_case(ctx: &mut Ctx, case: &ModelCase, exported: &Result<(), String>, 
                 // The previous system's spinning worker threads park.
                 std::thread::sleep(PAUSE);
                 let (times, output) = match (*system, &runtimes, &mut peer) {
+                    ("torch_onnx_ort", _, _) => match &torch_ort {
+                        Some(o) => systems::time_runtime(o.as_ref(), &x, &t).map(|r| (r.times_s, Some(r.output)))?,
+                        None => continue,
+                    },
                     ("pretext_ort", Some((o, _)), _) => systems::time_runtime(o.as_ref(), &x, &t).map(|r| (r.times_s, Some(r.output)))?,
                     ("pretext_tract", Some((_, tr)), _) => systems::time_runtime(tr.as_ref(), &x, &t).map(|r| (r.times_s, Some(r.output)))?,
                     ("pretext_tch", _, _) => tch_model.time(&x, &t).map(|r| (r.times_s, Some(r.output)))?,

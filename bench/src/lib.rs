@@ -5,7 +5,8 @@
 //! Systems: the pretext runtime with ONNX Runtime and with tract on the
 //! graph our exporter writes, libtorch eager through tch running the same
 //! backbone code as the trainer; peers (scripts/bench_peers.py): PyTorch
-//! eager and `torch.onnx.export` + onnxruntime, PyTorch for the training
+//! eager and `torch.onnx.export` + onnxruntime (the graph exported by the
+//! peer, timed in this process through the same ORT), PyTorch for the training
 //! step, faiss `IndexFlatIP` for k-NN. Every system gets the same thread
 //! count. The systems of one case take turns in rounds (A B C, A B C, ...),
 //! and each ratio is the median of the per-round ratios with a bootstrap 95%
