@@ -307,7 +307,14 @@ fn cpc_v2_run_exports_its_backbone() {
     export_backbone_only("cpc_v2");
 }
 
-fn export_backbone_only(method: &str) {
+/// Colorization: the backbone takes the 1-channel L input; --verify feeds it the L of the images.
+#[test]
+fn colorization_run_exports_its_one_channel_backbone() {
+    let out = export_backbone_only("colorization");
+    assert!(out.contains(", 1, 32, 32] (L;"), "--verify did not feed a 1-channel L input:\n{out}");
+}
+
+fn export_backbone_only(method: &str) -> String {
     let (tmp, data, ck, cache) = train_tiny(method, RESNET);
     let d = data.to_str().unwrap();
     assert_eq!(listed_heads(&ck), Vec::<String>::new());
@@ -320,4 +327,5 @@ fn export_backbone_only(method: &str) {
         assert!(cols[0].is_finite() && cols[0] <= 1e-4, "features on {backend}: max abs err {}\n{out}", cols[0]);
         assert!(cols[2].is_finite() && cols[2] > 0.0, "features: reference is all zeros or non-finite\n{out}");
     }
+    out
 }
