@@ -371,3 +371,28 @@ fn bad_settings_are_refused_with_field_value_and_range() {
     }
     assert!(std::fs::read_to_string(&path).unwrap_or_default() == table, "{} is not the table this test generates: rerun with UPDATE_DOCS=1", path.display());
 }
+
+/// A colorization run trains a 1-channel ResNet; its k-NN (during training and
+/// `eval knn`), linear probe and fine-tuning feed it the L channel.
+#[test]
+fn colorization_run_evaluates_its_one_channel_backbone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data);
+    let run = tmp.path().join("run");
+    let out = pretext(&data)
+        .args(["train", "--method", "colorization", "--backbone", "resnet18-cifar", "--width", "8", "--head-hidden", "8", "--epochs", "1", "--batch-size", "8", "--threads", "1", "--quiet"])
+        .arg("--data").arg(&data).arg("--out").arg(&run)
+        .output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("k-NN top-1"), "{}", String::from_utf8_lossy(&out.stdout));
+    let bytes = std::fs::read(run.join("backbone.safetensors")).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let arch: pretext_models::BackboneConfig = serde_json::from_str(&md.metadata().clone().unwrap()["pretext.arch"]).unwrap();
+    assert_eq!(arch.in_channels(), 1);
+    assert!(weights(&run.join("backbone.safetensors")).iter().any(|(k, v)| k == "conv1.weight" && v.len() == 8 * 3 * 3 * 4), "conv1.weight is not (8, 1, 3, 3)");
+    for (args, said) in [(&["knn"][..], "checkpoint: k-NN"), (&["linear", "--epochs", "2"][..], "linear probe top-1"), (&["finetune", "--epochs", "1", "--no-baseline"][..], "fine-tuned top-1")] {
+        let out = pretext(&data).arg("eval").args(&args[..1]).arg(&run).arg("--data").arg(&data).args(&args[1..]).output().unwrap();
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(said), "eval {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+}
