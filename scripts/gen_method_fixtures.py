@@ -1116,6 +1116,97 @@ def cpc_v2():
 EXTRA["cpc_v2"] = cpc_v2
 
 
+def colorization():
+    """Colorization (Zhang, Isola, Efros 2016), written from the paper's definitions, not from colorization.rs.
+    sRGB -> Lab with skimage.color.rgb2lab's constants (sRGB gamma, the sRGB->XYZ matrix, D65 white, the cube root
+    with its linear toe), in float64. The bins: the centres (10i, 10j) that are the nearest grid centre of some
+    colour of a 64-level grid of the RGB cube (our in-gamut rule; 261 bins, the paper's list has 313). The net: the
+    ResNet over (L - 50) / 50 (1 input channel), its last map upsampled x2 (bilinear) to 1/4 of the 16-px side, a
+    3x3 conv, BN, ReLU and a 1x1 conv with bias to Q logits. Targets: ab averaged over 4x4 blocks; each pixel's 5
+    nearest bins weighted by exp(-d^2 / (2 sigma^2)), normalised (sec. 2.1). Rebalancing (sec. 2.2): counts of each
+    pixel's nearest bin (this batch: the prior starts empty), p~ = p smoothed by a Gaussian (sigma) over the bin
+    centres, w = 1 / ((1 - lambda) p~ + lambda / Q) scaled so sum p~ w = 1, v = w[q*], q* = argmax Z.
+    Loss eq. 2 averaged over pixels and images, one term per pixel computed in a loop."""
+    torch.manual_seed(19)
+    D, HID, SIGMA, LAM, K = WIDTH * 8, 8, 5.0, 0.5, 5
+    M = torch.tensor([[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
+    white = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+
+    def rgb2lab(rgb):  # (..., 3) in [0, 1] -> (..., 3)
+        rgb = rgb.double()
+        lin = torch.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+        xyz = lin @ M.T / white
+        f = torch.where(xyz > 0.008856, xyz.clamp_min(0.008856) ** (1 / 3), 7.787 * xyz + 16 / 116)
+        return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+    # Closed form: sRGB red is Lab (53.2408, 80.0925, 67.2032) (Lindbloom).
+    assert torch.allclose(rgb2lab(torch.tensor([1.0, 0.0, 0.0])), torch.tensor([53.2408, 80.0925, 67.2032], dtype=torch.float64), atol=1e-2)
+    g = torch.linspace(0, 1, 64, dtype=torch.float64)
+    cube = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    cells = sorted(set(map(tuple, torch.round(rgb2lab(cube)[:, 1:] / 10).long().tolist())))
+    bins = torch.tensor(cells, dtype=torch.float64) * 10
+    Q = len(bins)
+    assert Q == 261, Q
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(D, HID, 3, padding=1, bias=False)
+            self.bn = nn.BatchNorm2d(HID)
+            self.logits = nn.Conv2d(HID, Q, 1)
+
+        def forward(self, h):
+            h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+            return self.logits(F.relu(self.bn(self.conv(h))))
+
+    m = Net({"decoder": Decoder()}).train()
+    m.backbone.conv1 = nn.Conv2d(1, WIDTH, 3, 1, 1, bias=False)
+    x = [torch.rand(B, 3, S, S)]
+    lab = rgb2lab(x[0].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, 3, S, S) float64
+    ab = F.avg_pool2d(lab[:, 1:], 4)  # (B, 2, S/4, S/4)
+    counts = torch.zeros(Q, dtype=torch.int64)
+    hw = ab.shape[2]
+    targets = torch.zeros(B, hw, hw, Q, dtype=torch.float64)
+    nearest = torch.zeros(B, hw, hw, dtype=torch.int64)
+    for b in range(B):
+        for i in range(hw):
+            for j in range(hw):
+                d = (bins - ab[b, :, i, j]).norm(dim=1)
+                order = torch.argsort(d)[:K]
+                w = torch.exp(-d[order] ** 2 / (2 * SIGMA**2))
+                targets[b, i, j, order] = w / w.sum()
+                nearest[b, i, j] = order[0]
+                counts[order[0]] += 1
+    p = counts.double() / counts.sum()
+    kernel = torch.exp(-torch.cdist(bins, bins) ** 2 / (2 * SIGMA**2))
+    p_smooth = kernel @ p
+    p_smooth = p_smooth / p_smooth.sum()
+    wq = 1 / ((1 - LAM) * p_smooth + LAM / Q)
+    wq = wq / (p_smooth * wq).sum()
+    assert torch.isclose((p_smooth * wq).sum(), torch.tensor(1.0, dtype=torch.float64))
+
+    def loss():
+        bb = m.backbone
+        h = F.relu(bb.bn1(bb.conv1(((lab[:, :1] - 50) / 50).float())))
+        for i in range(4):
+            h = getattr(bb, f"layer{i + 1}")(h)
+        logp = F.log_softmax(m.decoder(h), 1)  # (B, Q, hw, hw)
+        terms = []
+        for b in range(B):
+            for i in range(hw):
+                for j in range(hw):
+                    z = targets[b, i, j].float()
+                    terms.append(-wq[nearest[b, i, j]].float() * (z * logp[b, :, i, j]).sum())
+        return torch.stack(terms).mean()
+
+    run("colorization", m, loss, x, state_init={"prior_counts": torch.zeros(Q, dtype=torch.int64)},
+        state_after=lambda: {"prior_counts": counts}, tensors={"lab": lab.float()},
+        extra_meta={"head_hidden": HID, "rebalance_lambda": LAM, "sigma": SIGMA, "decode_temperature": 0.38})
+
+
+EXTRA["colorization"] = colorization
+
+
 if __name__ == "__main__":
     names = sys.argv[1:]
     unknown = [n for n in names if n != "base" and n not in EXTRA]

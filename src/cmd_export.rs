@@ -126,11 +126,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
     let data = a.verify_data.clone().unwrap_or_else(|| PathBuf::from("../shared/data/cifar10-jpg.tar.gz"));
     let meta = pretext_models::tensorfile::PretextMeta::from_map(&model.metadata.iter().cloned().collect())?;
     let (Some(mean), Some(std), Some(size)) = (meta.mean, meta.std, meta.input_size) else { bail!("the exported model lacks its preprocessing metadata") };
-    let x = verify::load_images(&data, a.verify_count, 97, size, mean, std).with_context(|| format!("--verify-data {}", data.display()))?;
+    let order = meta.channel_order.clone().unwrap_or_else(|| "RGB".into());
+    let x = verify::load_images_as(&data, a.verify_count, 97, size, mean, std, &order).with_context(|| format!("--verify-data {}", data.display()))?;
     let mask = reference::mask_for(&resolved, x.shape()[0]);
     let extra: Vec<_> = mask.iter().flat_map(|m| [&m.keep, &m.restore]).collect();
     let rows = verify::verify(&a.output, &x, &extra, &reference::tch_forward(&a.checkpoint, &config, &opts, &x)?)?;
-    println!("verify on {} images from {} (reference: tch eval forward)\n{}", x.shape()[0], data.display(), verify::format_table(&rows));
+    println!("verify on {} images from {}, input {:?} ({order}; reference: tch eval forward)\n{}", x.shape()[0], data.display(), x.shape(), verify::format_table(&rows));
     let tol = if a.fp16 { Tolerance::MinCosine(a.min_cosine) } else { Tolerance::MaxAbs(a.tol) };
     verify::check(&rows, tol)?;
     println!("verify: OK ({tol})");

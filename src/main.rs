@@ -1,6 +1,7 @@
-//! `pretext`: train, export, extract, eval, bench.
+//! `pretext`: train, export, extract, eval, colorize, bench.
 use clap::{Parser, Subcommand};
 
+mod cmd_colorize;
 mod cmd_data;
 mod cmd_eval;
 mod cmd_export;
@@ -23,6 +24,8 @@ enum Cmd {
     /// Self-supervised pretraining of an encoder (methods: `pretext train --help`).
     #[command(after_help = cmd_train::methods_help())]
     Train(cmd_train::TrainArgs),
+    /// Colour images with a colorization run (strips: gray | colourised | original).
+    Colorize(cmd_colorize::ColorizeArgs),
     /// Evaluate a checkpoint: k-NN, linear probe or fine-tuning.
     Eval(cmd_eval::EvalArgs),
     /// Lower a checkpoint to ONNX, optionally verifying it against libtorch.
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Data(a) => cmd_data::run(a),
         Cmd::Train(a) => cmd_train::run(a),
+        Cmd::Colorize(a) => cmd_colorize::run(a),
         Cmd::Eval(a) => cmd_eval::run(a),
         Cmd::Export(a) => cmd_export::run(a),
         Cmd::Extract(a) => cmd_extract::run(a),

@@ -307,7 +307,14 @@ fn cpc_v2_run_exports_its_backbone() {
     export_backbone_only("cpc_v2");
 }
 
-fn export_backbone_only(method: &str) {
+/// Colorization: the backbone takes the 1-channel L input; --verify feeds it the L of the images.
+#[test]
+fn colorization_run_exports_its_one_channel_backbone() {
+    let out = export_backbone_only("colorization");
+    assert!(out.contains(", 1, 32, 32] (L;"), "--verify did not feed a 1-channel L input:\n{out}");
+}
+
+fn export_backbone_only(method: &str) -> String {
     let (tmp, data, ck, cache) = train_tiny(method, RESNET);
     let d = data.to_str().unwrap();
     assert_eq!(listed_heads(&ck), Vec::<String>::new());
@@ -320,4 +327,37 @@ fn export_backbone_only(method: &str) {
         assert!(cols[0].is_finite() && cols[0] <= 1e-4, "features on {backend}: max abs err {}\n{out}", cols[0]);
         assert!(cols[2].is_finite() && cols[2] > 0.0, "features: reference is all zeros or non-finite\n{out}");
     }
+    out
+}
+
+/// `pretext colorize` on a colorization run: one strip per image, 3 panels of
+/// 32 px zoomed x4; the first panel is gray (R = G = B), the last the original
+/// (JPEG-free PNG input, no resize at 32 px), and another method's run is refused by name.
+#[test]
+fn colorization_run_colorizes_images_into_strips() {
+    let (tmp, data, ck, cache) = train_tiny("colorization", RESNET);
+    let img = data.join("test/a/000.png");
+    let out = tmp.path().join("strips");
+    let run = ck.parent().unwrap();
+    let (ok, log) = pretext(&["colorize", run.to_str().unwrap(), img.to_str().unwrap(), "--out", out.to_str().unwrap()], &cache);
+    assert!(ok, "colorize failed:\n{log}");
+    let strip = image::open(out.join("000.png")).unwrap().to_rgb8();
+    assert_eq!(strip.dimensions(), (3 * 128, 128));
+    let original = image::open(&img).unwrap().to_rgb8();
+    let mut colored = 0;
+    for y in 0..32u32 {
+        for x in 0..32u32 {
+            let g = strip.get_pixel(x * 4, y * 4).0;
+            assert!(g[0].abs_diff(g[1]) <= 1 && g[1].abs_diff(g[2]) <= 1, "gray panel at ({x}, {y}): {g:?}");
+            let o = strip.get_pixel(256 + x * 4, y * 4).0;
+            let want = original.get_pixel(x, y).0;
+            assert!(o.iter().zip(want).all(|(a, b)| a.abs_diff(b) <= 1), "original panel at ({x}, {y}): {o:?} vs {want:?}");
+            let c = strip.get_pixel(128 + x * 4, y * 4).0;
+            colored += usize::from(c[0].abs_diff(c[1]) > 1 || c[1].abs_diff(c[2]) > 1);
+        }
+    }
+    assert!(colored > 0, "the colourised panel is gray everywhere");
+    let (tmp2, _, ck2, cache2) = train_tiny("rotation", RESNET);
+    let (ok, log) = pretext(&["colorize", ck2.to_str().unwrap(), img.to_str().unwrap(), "--out", tmp2.path().join("x").to_str().unwrap()], &cache2);
+    assert!(!ok && log.contains("a rotation run, not a colorization run"), "{log}");
 }

@@ -291,6 +291,9 @@ fn bad_settings_are_refused_with_field_value_and_range() {
         flag("context prediction fc6 width 0", "context_prediction", r18, &["--proj-out", "0"], &["method.proj_out = 0", "[1, inf)"]),
         flag("PIRL lambda above 1", "pirl", r18, &["--lambda", "2"], &["method.lambda = 2", "[0, 1]"]),
         flag("context encoder on a ViT", "context_encoder", vit, &[], &["backbone = a ViT", "a ResNet for context_encoder"]),
+        flag("colorization on a ViT", "colorization", vit, &[], &["backbone = a ViT", "a ResNet for colorization"]),
+        flag("colorization lambda 0", "colorization", r18, &["--rebalance-lambda", "0"], &["method.rebalance_lambda = 0", "(0, 1]"]),
+        flag("colorization sigma 0", "colorization", r18, &["--sigma", "0"], &["method.sigma = 0", "(0, inf)"]),
         flag("CPC steps beyond the patch rows", "cpc_v2", r18, &["--steps", "7"], &["method.steps = 7", "at most 6", "7 rows of 8-px patches on 32-px views"]),
         flag("CPC patch larger than the views", "cpc_v2", r18, &["--patch-size", "40"], &["method.patch_size = 40", "at most the views' 32 px"]),
         flag("CPC context layers 0", "cpc_v2", r18, &["--context-layers", "0"], &["method.context_layers = 0", "[1, inf)"]),
@@ -367,4 +370,29 @@ fn bad_settings_are_refused_with_field_value_and_range() {
         std::fs::write(&path, &table).unwrap();
     }
     assert!(std::fs::read_to_string(&path).unwrap_or_default() == table, "{} is not the table this test generates: rerun with UPDATE_DOCS=1", path.display());
+}
+
+/// A colorization run trains a 1-channel ResNet; its k-NN (during training and
+/// `eval knn`), linear probe and fine-tuning feed it the L channel.
+#[test]
+fn colorization_run_evaluates_its_one_channel_backbone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data);
+    let run = tmp.path().join("run");
+    let out = pretext(&data)
+        .args(["train", "--method", "colorization", "--backbone", "resnet18-cifar", "--width", "8", "--head-hidden", "8", "--epochs", "1", "--batch-size", "8", "--threads", "1", "--quiet"])
+        .arg("--data").arg(&data).arg("--out").arg(&run)
+        .output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("k-NN top-1"), "{}", String::from_utf8_lossy(&out.stdout));
+    let bytes = std::fs::read(run.join("backbone.safetensors")).unwrap();
+    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let arch: pretext_models::BackboneConfig = serde_json::from_str(&md.metadata().clone().unwrap()["pretext.arch"]).unwrap();
+    assert_eq!(arch.in_channels(), 1);
+    assert!(weights(&run.join("backbone.safetensors")).iter().any(|(k, v)| k == "conv1.weight" && v.len() == 8 * 3 * 3 * 4), "conv1.weight is not (8, 1, 3, 3)");
+    for (args, said) in [(&["knn"][..], "checkpoint: k-NN"), (&["linear", "--epochs", "2"][..], "linear probe top-1"), (&["finetune", "--epochs", "1", "--no-baseline"][..], "fine-tuned top-1")] {
+        let out = pretext(&data).arg("eval").args(&args[..1]).arg(&run).arg("--data").arg(&data).args(&args[1..]).output().unwrap();
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(said), "eval {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
 }

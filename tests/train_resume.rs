@@ -161,3 +161,9 @@ fn npid_kill_then_resume_gives_the_same_weights_and_memory_bank() {
 fn pirl_kill_then_resume_gives_the_same_weights_and_memory_bank() {
     kill_then_resume("pirl", RESNET, &["--nce-k", "64"], &["student.", "state.memory", "state.nce_z", "optim."]);
 }
+
+/// Colorization: the running prior counts of the ab bins (class rebalancing) and the 1-channel stem.
+#[test]
+fn colorization_kill_then_resume_gives_the_same_weights_and_prior() {
+    kill_then_resume("colorization", RESNET, &["--head-hidden", "8"], &["student.", "state.prior_counts", "optim."]);
+}

@@ -267,9 +267,42 @@ pub fn normalize_chw(img: &RgbImage, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> 
     out
 }
 
+/// CIE L* (D65) of an sRGB pixel, in [0, 100]: sRGB gamma, the luminance row
+/// of the sRGB->XYZ matrix, `116 f(Y) - 16` with skimage's `rgb2lab` constants.
+pub fn srgb_lightness(p: [u8; 3]) -> f32 {
+    let lin = |v: u8| {
+        let c = v as f64 / 255.0;
+        if c > 0.04045 {
+            ((c + 0.055) / 1.055).powf(2.4)
+        } else {
+            c / 12.92
+        }
+    };
+    let y = 0.212671 * lin(p[0]) + 0.715160 * lin(p[1]) + 0.072169 * lin(p[2]);
+    let f = if y > 0.008856 { y.cbrt() } else { 7.787 * y + 16.0 / 116.0 };
+    (116.0 * f - 16.0) as f32
+}
+
+/// One channel of `L* / 100` normalised with `mean`/`std` (the input of a
+/// colorization backbone, metadata channel order `L`).
+///
+/// # Shapes
+/// (H, W) RGB -> (1, H, W) values
+pub fn lightness_chw(img: &RgbImage, mean: f32, std: f32) -> Vec<f32> {
+    img.pixels().map(|p| (srgb_lightness(p.0) / 100.0 - mean) / std).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// White is L* 100, black 0, sRGB red 53.2408 and green 87.7347 (published D65 values).
+    #[test]
+    fn lightness_matches_published_values() {
+        for (p, want) in [([255, 255, 255], 100.0), ([0, 0, 0], 0.0), ([255, 0, 0], 53.2408), ([0, 255, 0], 87.7347)] {
+            assert!((srgb_lightness(p) - want).abs() < 0.01, "{p:?}: {} vs {want}", srgb_lightness(p));
+        }
+    }
 
     #[test]
     fn identity_when_already_input_size() {

@@ -275,7 +275,7 @@ pub fn export(config: &BackboneConfig, ckpt: &Checkpoint, opts: &ExportOptions) 
     let mut o = OnnxOps::new(ckpt, opts.opset)?;
     o.prefix = prefix.clone();
     let batch = Dim::Sym("batch".into());
-    let x = o.input(ValueInfo { name: INPUT_NAME.into(), elem: Elem::F32, dims: vec![batch.clone(), Dim::Fixed(3), Dim::Fixed(size), Dim::Fixed(size)] });
+    let x = o.input(ValueInfo { name: INPUT_NAME.into(), elem: Elem::F32, dims: vec![batch.clone(), Dim::Fixed(config.in_channels()), Dim::Fixed(size), Dim::Fixed(size)] });
     let f = backbone.forward_features(&mut o, &x);
     let mut outs = vec![(FEATURES_OUTPUT.to_string(), f.clone(), vec![backbone.embed_dim()])];
     let mut mask_doc = None;
@@ -365,14 +365,16 @@ fn metadata(config: &BackboneConfig, meta: &PretextMeta, opts: &ExportOptions, s
         (Some(s), Some(r)) if s as i64 == size => r as i64,
         _ => resize,
     };
+    // A 1-channel backbone (colorization) reads `(L* - 50) / 50`: L* / 100 normalised by 0.5, 0.5.
+    let (order, mean, std) = if config.in_channels() == 1 { ("L", [0.5; 3], [0.5; 3]) } else { ("RGB", opts.mean.unwrap_or(mean), opts.std.unwrap_or(std)) };
     PretextMeta {
         arch: serde_json::to_value(config).ok(),
         embed_dim: Some(embed_dim as usize),
         input_size: Some(size as u32),
         resize: Some(resize as u32),
-        mean: Some(opts.mean.unwrap_or(mean)),
-        std: Some(opts.std.unwrap_or(std)),
-        channel_order: Some("RGB".into()),
+        mean: Some(mean),
+        std: Some(std),
+        channel_order: Some(order.into()),
         output: Some(FEATURES_OUTPUT.into()),
         method: Some(method),
         dataset: Some(dataset),

@@ -74,6 +74,14 @@ impl BackboneConfig {
         Ok(c)
     }
 
+    /// Channels of the input image (3 but for a ResNet built for one L channel).
+    pub fn in_channels(&self) -> i64 {
+        match self {
+            Self::Resnet(c) => c.in_channels,
+            _ => 3,
+        }
+    }
+
     /// The input resolution the model is meant for.
     pub fn default_image_size(&self) -> i64 {
         match self {

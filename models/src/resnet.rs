@@ -32,11 +32,19 @@ pub struct ResNetConfig {
     pub width: i64,
     /// Classifier head (`fc`), None for a headless feature extractor.
     pub num_classes: Option<i64>,
+    /// Channels of the input image: 3 (RGB), 1 for colorization's L channel.
+    /// Absent in configs written before it existed: 3.
+    #[serde(default = "three")]
+    pub in_channels: i64,
+}
+
+fn three() -> i64 {
+    3
 }
 
 impl ResNetConfig {
     pub fn resnet18() -> Self {
-        Self { block: BlockKind::Basic, layers: [2, 2, 2, 2], stem: Stem::Imagenet, width: 64, num_classes: None }
+        Self { block: BlockKind::Basic, layers: [2, 2, 2, 2], stem: Stem::Imagenet, width: 64, num_classes: None, in_channels: 3 }
     }
     pub fn resnet34() -> Self {
         Self { layers: [3, 4, 6, 3], ..Self::resnet18() }
@@ -49,6 +57,11 @@ impl ResNetConfig {
     }
     pub fn with_width(mut self, width: i64) -> Self {
         self.width = width;
+        self
+    }
+    /// The same network over `c`-channel inputs (only `conv1` changes).
+    pub fn with_in_channels(mut self, c: i64) -> Self {
+        self.in_channels = c;
         self
     }
     pub fn with_classes(mut self, n: i64) -> Self {
@@ -133,8 +146,8 @@ pub struct ResNet {
 impl ResNet {
     pub fn new(config: ResNetConfig) -> Self {
         let conv1 = match config.stem {
-            Stem::Imagenet => Conv2d::new("conv1", 3, config.width, 7, 2, 3),
-            Stem::Cifar => Conv2d::new("conv1", 3, config.width, 3, 1, 1),
+            Stem::Imagenet => Conv2d::new("conv1", config.in_channels, config.width, 7, 2, 3),
+            Stem::Cifar => Conv2d::new("conv1", config.in_channels, config.width, 3, 1, 1),
         };
         let bn1 = BatchNorm::new("bn1", config.width);
         let e = config.expansion();
@@ -197,7 +210,7 @@ impl ResNet {
     /// The feature maps C2..C5 (after layer1..layer4), for detection heads.
     ///
     /// # Shapes
-    /// (N, 3, H, W) -> [(N, w, H/4, W/4), ..., (N, 8w·e, H/32, W/32)] for the ImageNet stem
+    /// (N, in_channels, H, W) -> [(N, w, H/4, W/4), ..., (N, 8w·e, H/32, W/32)] for the ImageNet stem
     /// (H/1..H/8 for the CIFAR stem)
     pub fn forward_stages<O: Ops>(&self, o: &mut O, x: &O::T) -> Vec<O::T> {
         let mut h = self.conv1.forward(o, x);
@@ -219,7 +232,7 @@ impl ResNet {
     /// Pooled features, or logits when the model has a classifier.
     ///
     /// # Shapes
-    /// (N, 3, H, W) -> (N, embed_dim) or (N, num_classes)
+    /// (N, in_channels, H, W) -> (N, embed_dim) or (N, num_classes)
     pub fn forward<O: Ops>(&self, o: &mut O, x: &O::T) -> O::T {
         let c5 = self.forward_stages(o, x).pop().expect("four stages");
         let f = o.global_avg_pool("avgpool", &c5);

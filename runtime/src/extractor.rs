@@ -123,7 +123,8 @@ impl ExtractorBuilder {
         let meta = PretextMeta::from_map(&metadata).map_err(|e| bad(e.key, &e.value, e.reason))?;
         if let Some(order) = &meta.channel_order {
             if order != "RGB" {
-                return Err(bad(keys::CHANNEL_ORDER, order, "only RGB is supported".into()));
+                let why = if order == "L" { "a 1-channel (L) colorization backbone: the extractor feeds RGB models only; evaluate the run with `pretext eval knn <run>`" } else { "only RGB is supported" };
+                return Err(bad(keys::CHANNEL_ORDER, order, why.into()));
             }
         }
         let input_size = match self.input_size {

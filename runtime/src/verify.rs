@@ -51,6 +51,27 @@ pub enum VerifyError {
 /// # Shapes
 /// -> (n, 3, size, size)
 pub fn load_images(src: &Path, n: usize, stride: usize, size: u32, mean: [f32; 3], std: [f32; 3]) -> Result<ArrayD<f32>, VerifyError> {
+    load_images_as(src, n, stride, size, mean, std, "RGB")
+}
+
+/// [`load_images`] in the model's channel order: `RGB` (3 channels), or `L`
+/// (1 channel, CIE L* / 100 normalised with `mean[0]`/`std[0]`: a colorization backbone).
+///
+/// # Shapes
+/// -> (n, 3, size, size) or (n, 1, size, size)
+pub fn load_images_as(src: &Path, n: usize, stride: usize, size: u32, mean: [f32; 3], std: [f32; 3], order: &str) -> Result<ArrayD<f32>, VerifyError> {
+    if order == "L" {
+        let files = pretext_data::sample_images(src, n, stride)?;
+        if files.is_empty() {
+            return Err(VerifyError::NoImages(src.to_path_buf()));
+        }
+        let mut x = Vec::with_capacity(files.len() * (size * size) as usize);
+        for (name, bytes) in &files {
+            let img = preprocess::decode_bytes(bytes, name)?;
+            x.extend(preprocess::lightness_chw(&preprocess::resize_bilinear_aa(&img, size, size), mean[0], std[0]));
+        }
+        return Ok(ArrayD::from_shape_vec(IxDyn(&[files.len(), 1, size as usize, size as usize]), x).expect("size x size values per image"));
+    }
     let files = pretext_data::sample_images(src, n, stride)?;
     if files.is_empty() {
         return Err(VerifyError::NoImages(src.to_path_buf()));

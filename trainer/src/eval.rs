@@ -44,10 +44,24 @@ pub fn features(backbone: &Backbone, params: &Params, images: ImageSet, t: &Eval
             .collect();
         let flat: Vec<f32> = chunks?.concat();
         let x = Tensor::from_slice(&flat).reshape([(end - start) as i64, 3, side, side]).to_device(device);
+        let x = backbone_input(backbone, x, t.mean, t.std);
         let f = tch::no_grad(|| backbone.forward_features(&mut TchOps::new(params, false), &x));
         out.push(f.to_device(Device::Cpu));
     }
     Ok(Tensor::cat(&out, 0))
+}
+
+/// What the backbone reads from normalised RGB `x`: `x` itself, or for a
+/// 1-channel (colorization) backbone the L channel of the un-normalised pixels.
+///
+/// # Shapes
+/// (B, 3, H, W) -> (B, in_channels, H, W)
+pub(crate) fn backbone_input(backbone: &Backbone, x: Tensor, mean: [f32; 3], std: [f32; 3]) -> Tensor {
+    if backbone.config().in_channels() != 1 {
+        return x;
+    }
+    let v = |a: [f32; 3]| Tensor::from_slice(&a).reshape([1, 3, 1, 1]).to_device(x.device());
+    crate::color::lightness_input(&(&x * v(std) + v(mean)))
 }
 
 /// k-NN top-1 accuracies (in %) for each `(k, T)` setting: the tch path (on

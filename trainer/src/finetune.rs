@@ -48,6 +48,7 @@ pub fn finetune(backbone: &Backbone, params: &Params, train: ImageSet, train_lab
             let imgs: Vec<&[u8]> = idx.iter().map(|&i| train.image(i as usize)).collect();
             let v = pipe.batch(&imgs, train.h, train.w, o.seed, epoch, &idx).expect("sizes checked");
             let x = Tensor::from_slice(&v[0]).reshape([o.batch_size as i64, 3, size as i64, size as i64]).to_device(o.device);
+            let x = crate::eval::backbone_input(backbone, x, pipe.views[0].mean, pipe.views[0].std);
             let y = ytr.index_select(0, &Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>())).to_device(o.device);
             let f = backbone.forward_features(&mut TchOps::new(params, true), &x);
             let logits = f.linear(head.get("fc.weight").expect("fc"), head.get("fc.bias"));

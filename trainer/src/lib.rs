@@ -22,6 +22,8 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod color;
+pub mod colorize;
 pub mod device;
 pub mod eval;
 pub mod finetune;

@@ -60,7 +60,7 @@ fn check(fixture_name: &str) {
         v.num_heads = 2;
         BackboneConfig::Vit(v)
     } else {
-        BackboneConfig::Resnet(ResNetConfig { block: BlockKind::Basic, layers: [1, 1, 1, 1], stem: Stem::Cifar, width: 4, num_classes: None })
+        BackboneConfig::Resnet(ResNetConfig { block: BlockKind::Basic, layers: [1, 1, 1, 1], stem: Stem::Cifar, width: 4, num_classes: None, in_channels: 3 })
     };
     let bb = Backbone::new(&backbone);
     let mut mc = MethodConfig::defaults(method, bb.embed_dim()).unwrap();
@@ -274,4 +274,15 @@ fn context_encoder_step_matches_pytorch() {
 #[test]
 fn cpc_v2_step_matches_pytorch() {
     check("cpc_v2");
+}
+#[test]
+fn colorization_step_matches_pytorch() {
+    check("colorization");
+}
+/// `color::rgb_to_lab` against the fixture's float64 Lab of the same views (skimage's formulas, written in the generator).
+#[test]
+fn colorization_lab_matches_pytorch() {
+    let fx = fixture("colorization");
+    let got = pretext_trainer::color::rgb_to_lab(&fx.tensors["view0"]);
+    close("colorization: Lab of view0", &got, &fx.tensors["lab"], 0.0, 2e-3);
 }

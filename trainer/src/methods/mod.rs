@@ -145,6 +145,7 @@ pub(crate) use method;
 
 pub mod barlow_twins;
 pub mod byol;
+pub mod colorization;
 pub mod context_encoder;
 pub mod context_prediction;
 pub mod counting;
@@ -181,7 +182,7 @@ use crate::optim::OptimizerKind;
 use crate::schedule;
 
 /// Every method, in the order `pretext train --help` and `docs/methods.md` list them.
-pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC, &dcl::SPEC, &dcl::weighted::SPEC, &moco_v3::SPEC, &nnclr::SPEC, &fastsiam::SPEC, &tico::SPEC, &swav::SPEC, &rotation::SPEC, &jigsaw::SPEC, &npid::SPEC, &context_prediction::SPEC, &counting::SPEC, &pirl::SPEC, &context_encoder::SPEC, &cpc::SPEC];
+pub static REGISTRY: &[&MethodSpec] = &[&simclr::SPEC, &moco::SPEC, &byol::SPEC, &simsiam::SPEC, &dino::SPEC, &mae::SPEC, &barlow_twins::SPEC, &vicreg::SPEC, &dcl::SPEC, &dcl::weighted::SPEC, &moco_v3::SPEC, &nnclr::SPEC, &fastsiam::SPEC, &tico::SPEC, &swav::SPEC, &rotation::SPEC, &jigsaw::SPEC, &npid::SPEC, &context_prediction::SPEC, &counting::SPEC, &pirl::SPEC, &context_encoder::SPEC, &cpc::SPEC, &colorization::SPEC];
 
 /// A method's registry entry: what the CLI, the config file and the docs know of it.
 pub struct MethodSpec {
