@@ -95,7 +95,14 @@ fn jpeg_complete(b: &[u8]) -> Result<(), String> {
             0x01 | 0xd0..=0xd7 => continue,
             _ => {}
         }
-        let name = if marker == 0xda { format!("start-of-scan {}", scans + 1) } else { format!("0xff{marker:02x}") };
+        let name = match marker {
+            0xda => format!("start-of-scan {}", scans + 1),
+            0xc4 => "DHT (Huffman table)".into(),
+            0xdb => "DQT (quantization table)".into(),
+            0xc0..=0xcf => format!("SOF{} (frame header)", marker - 0xc0),
+            0xe0..=0xef => format!("APP{}", marker - 0xe0),
+            _ => format!("0xff{marker:02x}"),
+        };
         if i + 2 > b.len() {
             return cut(format!("{}, in the length of the {name} segment", place()));
         }
@@ -184,6 +191,12 @@ mod tests {
             let theirs = image::load_from_memory(&bytes).unwrap();
             assert_eq!(ours.color(), theirs.color(), "{what}");
             assert_eq!(ours.to_rgb8(), theirs.to_rgb8(), "{what}");
+        }
+        // Real photos (the runtime's fixtures) and their lossless PNG copies.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/fixtures");
+        for name in ["raccoon-39.jpg", "raccoon-150.jpg", "raccoon-151.jpg", "raccoon-151.rgb.png"] {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            assert_eq!(decode(&bytes).unwrap().to_rgb8(), image::load_from_memory(&bytes).unwrap().to_rgb8(), "{name}");
         }
         // A gray JPEG stays one channel.
         let gray = image::GrayImage::from_fn(24, 16, |x, y| image::Luma([(x * 10 + y) as u8]));

@@ -103,7 +103,7 @@ fn broken_files(good_jpeg: &[u8], good_png: &[u8]) -> Vec<(&'static str, Vec<u8>
     let idat = good_png.windows(4).position(|w| w == b"IDAT").unwrap();
     let iend = good_png.windows(4).position(|w| w == b"IEND").unwrap() - 4;
     vec![
-        ("header.jpg", good_jpeg[..sos - 40].to_vec(), "in the headers, inside the 0xffc4 segment"),
+        ("header.jpg", good_jpeg[..sos - 40].to_vec(), "in the headers, inside the DHT (Huffman table) segment"),
         ("first-scan.jpg", good_jpeg[..scan + 8].to_vec(), "in scan 1 (8 bytes of entropy-coded data)"),
         ("mid-scan.jpg", good_jpeg[..(scan + good_jpeg.len()) / 2].to_vec(), "in scan 1"),
         ("idat.png", good_png[..idat + 20].to_vec(), "inside the IDAT chunk"),
