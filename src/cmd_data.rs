@@ -1,5 +1,6 @@
 //! `pretext data inspect <path>`: splits, classes, counts, sizes, boxes,
-//! skips and duplicates of a dataset, and a contact-sheet PNG.
+//! skips, unreadable image files and duplicates of a dataset, and a
+//! contact-sheet PNG.
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pretext_data::inspect::{contact_sheet, Summary};
-use pretext_data::{CacheStatus, Dataset, OpenOptions};
+use pretext_data::{CacheStatus, Dataset, OnBadImage, OpenOptions};
 
 #[derive(Args)]
 pub struct DataArgs {
@@ -19,8 +20,10 @@ pub struct DataArgs {
 
 #[derive(Subcommand)]
 enum DataCmd {
-    /// Print a dataset's splits, classes, counts, image sizes, boxes, skips and
-    /// duplicates, and write a contact sheet of samples per class.
+    /// Print a dataset's splits, classes, counts, image sizes, boxes, skips,
+    /// unreadable (truncated or corrupt) image files and duplicates, and write
+    /// a contact sheet of samples per class. Exits with an error after the
+    /// report when any image file does not decode.
     Inspect(InspectArgs),
 }
 
@@ -51,6 +54,8 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     let b = bar.clone();
     let opts = OpenOptions {
         no_cache: a.no_cache,
+        // Every unreadable file is listed in the report, not only the first.
+        on_bad_image: OnBadImage::Skip,
         progress: Some(Arc::new(move |stage: &str, done, total| {
             b.set_length(total);
             b.set_message(stage.to_string());
@@ -79,5 +84,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     let png = dir.join(format!("inspect-{}.png", d.name()));
     contact_sheet(&d, a.per_class.max(1)).save(&png).with_context(|| format!("writing {}", png.display()))?;
     eprintln!("contact sheet: {}", png.display());
+    let bad = d.unreadable().len();
+    anyhow::ensure!(bad == 0, "{}: {bad} image file{} not decode (listed above as unreadable)", a.path.display(), if bad == 1 { " does" } else { "s do" });
     Ok(())
 }

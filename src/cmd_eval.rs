@@ -63,7 +63,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let device = pretext_trainer::device::parse_device(&a.device)?;
     let backbone = Backbone::new(&bc);
     let size = bc.default_image_size();
-    let (train, test, _) = load_splits(&a.data)?;
+    let (train, test, _) = load_splits(&a.data, pretext_data::OnBadImage::Error)?;
     let test = test.context("the dataset has no 'test' split")?.subset(a.limit);
     let train = train.subset(if a.train_limit > 0 { a.train_limit } else { a.limit });
     println!("{} training / {} test images", train.n, test.n);

@@ -25,6 +25,10 @@ pub struct TrainArgs {
     /// Dataset: a tarball or folder the data crate opens (CIFAR-10 JPEG tarball, image folders, ...).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Truncated or corrupt image files in --data: `error` stops, naming them; `skip`
+    /// trains without them and lists them [default: error].
+    #[arg(long, value_name = "skip|error")]
+    on_bad_image: Option<pretext_data::OnBadImage>,
     /// Passes over the training set [default: 10].
     #[arg(long)]
     epochs: Option<u64>,
@@ -177,7 +181,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
     }
-    set!(data, epochs, batch_size, lr, weight_decay, warmup_epochs, optimizer, clip_grad, seed, out, device, max_minutes, knn_every, knn_train, limit, checkpoint_every, stop_after, threads);
+    set!(data, epochs, batch_size, lr, weight_decay, warmup_epochs, optimizer, clip_grad, seed, out, device, max_minutes, knn_every, knn_train, limit, checkpoint_every, stop_after, threads, on_bad_image);
     if a.weight_decay.is_some() {
         c.final_weight_decay = c.weight_decay;
     }

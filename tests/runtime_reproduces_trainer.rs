@@ -137,7 +137,7 @@ fn runtime_reproduces_trainer_features_and_knn() {
     let fx = fixture();
     let (backbone, params, size) = load_trainer(&fx.backbone_file);
     let t = eval_transform(size);
-    let (train, test, _) = load_splits(&cifar()).unwrap();
+    let (train, test, _) = load_splits(&cifar(), pretext_data::OnBadImage::Error).unwrap();
     let test = test.expect("CIFAR-10 test split");
 
     let tract = Extractor::open(&fx.onnx).unwrap();

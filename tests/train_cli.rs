@@ -85,6 +85,38 @@ fn run_dir_config_rerun_and_eval() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("fine-tuned top-1"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A truncated image in the data stops training by default, naming it;
+/// `--on-bad-image skip` trains without it and lists it.
+#[test]
+fn bad_image_stops_training_or_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data);
+    let png = std::fs::read(data.join("train/a/000.png")).unwrap();
+    let bad = data.join("train/b/cut.png");
+    std::fs::write(&bad, &png[..png.len() / 2]).unwrap();
+    let run = tmp.path().join("run");
+    let train = |extra: &[&str]| {
+        pretext(&data)
+            .args(["train", "--method", "simclr", "--backbone", "resnet18-cifar", "--width", "4", "--epochs", "1", "--batch-size", "8", "--stop-after", "1", "--knn-every=-1", "--threads", "1", "--quiet"])
+            .arg("--data").arg(&data).arg("--out").arg(&run).args(extra)
+            .output().unwrap()
+    };
+    let out = train(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("1 image file does not decode") && err.contains(&format!("{}: truncated PNG", bad.display())), "{err}");
+    assert!(!run.join("checkpoint.safetensors").exists());
+    let out = train(&["--on-bad-image", "skip"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("skipping 1 image file of {} that does not decode:", data.display())) && err.contains("train/b/cut.png: truncated PNG"), "{err}");
+    assert!(std::fs::read_to_string(run.join("config.toml")).unwrap().contains("on_bad_image = \"skip\""));
+    let out = train(&["--on-bad-image", "ignore"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("expected skip or error"), "{err}");
+}
+
 #[test]
 fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -312,6 +344,7 @@ fn bad_settings_are_refused_with_field_value_and_range() {
         file("SGD momentum above 1", "simclr", r18, ("", "momentum", "1.5"), &["momentum = 1.5", "[0, 1]"]),
         file("negative threads", "simclr", r18, ("", "threads", "-1"), &["threads = -1", "[0, inf)"]),
         file("a misspelt setting", "simclr", r18, ("", "epoch", "3"), &["unknown field `epoch`"]),
+        file("unknown bad-image policy", "simclr", r18, ("", "on_bad_image", "\"ignore\""), &["on_bad_image", "unknown variant `ignore`", "`error`", "`skip`"]),
     ];
     // The run's settings unless the case sets them itself (clap refuses a flag given twice).
     let base = |flags: &[&'static str]| -> Vec<&'static str> {

@@ -16,7 +16,7 @@ use crate::error::{DataError, Result};
 
 const MAGIC: &[u8; 8] = b"PTXDSET\0";
 /// Bump when the loaders' output or this layout changes.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 pub(crate) fn cache_path(dir: &Path, source: &Path, opts: &OpenOptions) -> Result<PathBuf> {
     let mut h = Sha256::new();

@@ -58,6 +58,37 @@ pub struct Skip {
     pub reason: String,
 }
 
+/// An image file that could not be decoded (truncated or corrupt), left out
+/// of the dataset under [`OnBadImage::Skip`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unreadable {
+    /// Relative to the dataset root, like [`Skip::file`].
+    pub file: String,
+    pub reason: String,
+}
+
+/// What [`Dataset::open`] does with image files that do not decode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadImage {
+    /// Fail with [`DataError::Unreadable`], naming every such file.
+    #[default]
+    Error,
+    /// Leave them out (with their labels or boxes) and list them in [`Dataset::unreadable`].
+    Skip,
+}
+
+impl std::str::FromStr for OnBadImage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "error" => Ok(Self::Error),
+            "skip" => Ok(Self::Skip),
+            _ => Err(format!("unknown bad-image policy '{s}': expected skip or error")),
+        }
+    }
+}
+
 /// One decoded image: `height * width * 3` bytes, HWC RGB.
 #[derive(Clone, Copy, Debug)]
 pub struct ImageRef<'a> {
@@ -94,6 +125,9 @@ pub struct Dataset {
     /// Detection: the kept boxes of each pool image; classification: empty.
     pub(crate) boxes: Vec<Vec<BBox>>,
     pub(crate) skipped: Vec<Skip>,
+    /// Image files that did not decode; none in a dataset opened with [`OnBadImage::Error`].
+    #[serde(default)]
+    pub(crate) unreadable: Vec<Unreadable>,
     #[serde(skip)]
     pub(crate) pixels: Vec<u8>,
     #[serde(skip)]
@@ -116,11 +150,13 @@ pub struct OpenOptions {
     pub classes: Option<Vec<String>>,
     /// Called during decoding.
     pub progress: Option<ProgressFn>,
+    /// Truncated or corrupt image files: an error (the default), or skipped.
+    pub on_bad_image: OnBadImage,
 }
 
 impl std::fmt::Debug for OpenOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpenOptions").field("cache_dir", &self.cache_dir).field("no_cache", &self.no_cache).field("classes", &self.classes).finish()
+        f.debug_struct("OpenOptions").field("cache_dir", &self.cache_dir).field("no_cache", &self.no_cache).field("classes", &self.classes).field("on_bad_image", &self.on_bad_image).finish()
     }
 }
 
@@ -152,7 +188,9 @@ pub enum CacheStatus {
 
 impl Dataset {
     /// Opens a dataset at `path` (a directory, tarball or file), sniffing its
-    /// format, and going through the decode cache.
+    /// format, and going through the decode cache. Image files that do not
+    /// decode are handled by [`OpenOptions::on_bad_image`]; the cache holds the
+    /// dataset without them either way, so both policies share it.
     pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Self> {
         Self::open_with_report(path, opts).map(|(d, _)| d)
     }
@@ -166,35 +204,52 @@ impl Dataset {
         if opts.no_cache {
             return Ok((Self::decode(path, opts)?, CacheStatus::Off));
         }
+        let checked = |d: Self, status| d.checked(path, opts).map(|d| (d, status));
         let dir = opts.cache_dir.clone().unwrap_or_else(default_cache_dir);
         let file = crate::cache::cache_path(&dir, path, opts)?;
         let mut rebuilt = None;
         if file.exists() {
             match crate::cache::read(&file) {
-                Ok(d) => return Ok((d, CacheStatus::Hit(file))),
+                Ok(d) => return checked(d, CacheStatus::Hit(file)),
                 Err(reason) => rebuilt = Some(reason),
             }
         }
-        let d = Self::decode(path, opts)?;
+        let d = Self::decode_all(path, opts)?;
         if let Err(e) = crate::cache::write(&file, &d) {
-            return Ok((d, CacheStatus::WriteFailed(file, e.to_string())));
+            return checked(d, CacheStatus::WriteFailed(file, e.to_string()));
         }
-        Ok((d, match rebuilt {
+        checked(d, match rebuilt {
             Some(r) => CacheStatus::Rebuilt(file, r),
             None => CacheStatus::Written(file),
-        }))
+        })
     }
 
     /// Decodes from the source, ignoring any cache.
     pub fn decode(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Self> {
-        let path = path.as_ref();
+        Self::decode_all(path.as_ref(), opts)?.checked(path.as_ref(), opts)
+    }
+
+    /// Decodes every image, leaving out (and listing) those that do not decode.
+    fn decode_all(path: &Path, opts: &OpenOptions) -> Result<Self> {
         let src = Source::open(path)?;
         let mut d = crate::formats::load(&src, opts)?;
         d.name = dataset_name(path);
-        if d.offsets.len() <= 1 {
+        if d.offsets.len() <= 1 && d.unreadable.is_empty() {
             return Err(DataError::Empty { path: path.to_path_buf() });
         }
         Ok(d)
+    }
+
+    /// Applies [`OpenOptions::on_bad_image`] to a decoded or cached dataset.
+    fn checked(self, path: &Path, opts: &OpenOptions) -> Result<Self> {
+        if opts.on_bad_image == OnBadImage::Error && !self.unreadable.is_empty() {
+            let files = self.unreadable.iter().map(|u| (crate::source::display_in(path, &u.file), u.reason.clone())).collect();
+            return Err(DataError::Unreadable { path: path.to_path_buf(), files });
+        }
+        if self.offsets.len() <= 1 {
+            return Err(DataError::Empty { path: path.to_path_buf() });
+        }
+        Ok(self)
     }
 
     /// A short name from the path: `cifar10-jpg` for `.../cifar10-jpg.tar.gz`.
@@ -222,6 +277,11 @@ impl Dataset {
     /// What was skipped while loading, with reasons.
     pub fn skipped(&self) -> &[Skip] {
         &self.skipped
+    }
+    /// Image files left out because they do not decode (only under
+    /// [`OnBadImage::Skip`]; with [`OnBadImage::Error`] they fail the open).
+    pub fn unreadable(&self) -> &[Unreadable] {
+        &self.unreadable
     }
     /// Split names, in load order (train first).
     pub fn split_names(&self) -> Vec<&str> {
@@ -255,6 +315,44 @@ impl Dataset {
         self.labels.get(i).copied()
     }
 
+    /// Builds the pool from the decode results of `rels`, the images of
+    /// `files`, `labels`, `boxes` and split indices the loader laid out:
+    /// images that did not decode are left out of all of them and listed in
+    /// `unreadable`; splits left empty are dropped.
+    pub(crate) fn set_decoded(&mut self, rels: Vec<String>, decoded: Vec<std::result::Result<crate::formats::Decoded, String>>) {
+        let mut index = vec![None; rels.len()];
+        let mut images = Vec::with_capacity(rels.len());
+        let mut files = Vec::with_capacity(rels.len());
+        let mut channels = None;
+        for (i, (rel, r)) in rels.into_iter().zip(decoded).enumerate() {
+            match r {
+                Ok((w, h, px, ch)) => {
+                    index[i] = Some(images.len() as u32);
+                    images.push((w, h, px));
+                    files.push(rel);
+                    channels = channels.max(Some(ch));
+                }
+                Err(reason) => self.unreadable.push(Unreadable { file: rel, reason }),
+            }
+        }
+        fn keep<T>(v: &mut Vec<T>, index: &[Option<u32>]) {
+            if v.len() == index.len() {
+                let mut i = 0;
+                v.retain(|_| (index[i].is_some(), i += 1).0);
+            }
+        }
+        keep(&mut self.labels, &index);
+        keep(&mut self.coarse_labels, &index);
+        keep(&mut self.boxes, &index);
+        for s in &mut self.splits {
+            s.indices = s.indices.iter().filter_map(|&i| index[i as usize]).collect();
+        }
+        self.splits.retain(|s| !s.indices.is_empty());
+        self.source_channels = channels.unwrap_or(3);
+        self.files = files;
+        self.set_images(images);
+    }
+
     /// Builds the pool from decoded images (used by the loaders).
     pub(crate) fn set_images(&mut self, images: Vec<(u32, u32, Vec<u8>)>) {
         let total: usize = images.iter().map(|i| i.2.len()).sum();
@@ -284,6 +382,7 @@ impl Dataset {
             coarse_labels: vec![],
             boxes: vec![],
             skipped: vec![],
+            unreadable: vec![],
             pixels: vec![0; 0],
             offsets: vec![0],
         }

@@ -11,8 +11,8 @@ pub enum DataError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a dataset layout pretext knows ({reason})")]
     UnknownFormat { path: PathBuf, reason: String },
-    #[error("{file}: cannot decode image: {reason}")]
-    Decode { file: String, reason: String },
+    #[error("{}", unreadable(path, files))]
+    Unreadable { path: PathBuf, files: Vec<(String, String)> },
     #[error("{file}: bad annotation XML: {reason}")]
     Xml { file: String, reason: String },
     #[error("{file}: wrong IDX magic: expected 0x{expected:08x}, found 0x{found:08x}")]
@@ -34,6 +34,19 @@ pub enum DataError {
 }
 
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+/// `<dataset>: N unreadable image files: <file>: <reason>` per line, the first 20.
+fn unreadable(path: &std::path::Path, files: &[(String, String)]) -> String {
+    let n = files.len();
+    let mut s = format!("{}: {n} image file{} do{} not decode (truncated or corrupt):", path.display(), if n == 1 { "" } else { "s" }, if n == 1 { "es" } else { "" });
+    for (file, reason) in files.iter().take(20) {
+        s += &format!("\n  {file}: {reason}");
+    }
+    if n > 20 {
+        s += &format!("\n  ... and {} more", n - 20);
+    }
+    s
+}
 
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {
     let path = path.into();

@@ -57,46 +57,36 @@ pub(crate) fn is_image(f: &str) -> bool {
     l.ends_with(".jpg") || l.ends_with(".jpeg") || l.ends_with(".png")
 }
 
-/// Decodes one encoded image to `(width, height, RGB pixels, source channels)`.
-/// A JPEG must end in its EOI marker: decoders fill a truncated scan with
-/// grey instead of failing, which would put silent garbage in the cache.
-pub(crate) fn decode_image(bytes: &[u8], file: &str) -> Result<(u32, u32, Vec<u8>, u8)> {
-    let bad = |reason: String| DataError::Decode { file: file.to_string(), reason };
-    if bytes.starts_with(&[0xff, 0xd8]) {
-        let tail = &bytes[bytes.len().saturating_sub(1024)..];
-        if !tail.windows(2).any(|w| w == [0xff, 0xd9]) {
-            return Err(bad(format!("truncated JPEG: no end-of-image marker in {} bytes", bytes.len())));
-        }
-    }
-    let img = image::load_from_memory(bytes).map_err(|e| bad(e.to_string()))?;
+/// `(width, height, HWC RGB pixels, source channels)` of one decoded image.
+pub(crate) type Decoded = (u32, u32, Vec<u8>, u8);
+
+/// Decodes one encoded image, or says why it does not decode (a truncated
+/// or corrupt file, see [`crate::decode`]).
+fn decode_image(bytes: &[u8]) -> std::result::Result<Decoded, String> {
+    let img = crate::decode::decode(bytes)?;
     let ch = img.color().channel_count();
     let rgb = img.into_rgb8();
     Ok((rgb.width(), rgb.height(), rgb.into_raw(), ch))
 }
 
-/// Decodes `rels` in parallel, in order, reporting progress.
-/// `(width, height, HWC RGB pixels)` of one decoded image.
-pub(crate) type Decoded = (u32, u32, Vec<u8>);
-
-pub(crate) fn decode_all(src: &Source, rels: &[String], opts: &OpenOptions) -> Result<(Vec<Decoded>, u8)> {
+/// Decodes `rels` in parallel, in order, reporting progress: each image,
+/// or why it does not decode. A file that cannot be read is an error.
+pub(crate) fn decode_all(src: &Source, rels: &[String], opts: &OpenOptions) -> Result<Vec<std::result::Result<Decoded, String>>> {
     let done = AtomicU64::new(0);
     let total = rels.len() as u64;
-    let out: Vec<(u32, u32, Vec<u8>, u8)> = rels
-        .par_iter()
+    rels.par_iter()
         .map(|rel| {
             let bytes = src.read(rel)?;
-            let r = decode_image(&bytes, &src.display(rel));
+            let r = decode_image(&bytes);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             if let Some(p) = &opts.progress {
                 if n.is_multiple_of(256) || n == total {
                     p("decode", n, total);
                 }
             }
-            r
+            Ok(r)
         })
-        .collect::<Result<_>>()?;
-    let ch = out.iter().map(|o| o.3).max().unwrap_or(3);
-    Ok((out.into_iter().map(|(w, h, p, _)| (w, h, p)).collect(), ch))
+        .collect()
 }
 
 /// `<split>/<class>/*.jpg|png`, optionally under a common prefix, or
@@ -138,11 +128,9 @@ fn load_folder(src: &Source, opts: &OpenOptions) -> Result<Dataset> {
             rels.push(f);
         }
     }
-    let (decoded, ch) = decode_all(src, &rels, opts)?;
-    d.source_channels = ch;
-    d.files = rels;
+    let decoded = decode_all(src, &rels, opts)?;
     d.classes = classes;
-    d.set_images(decoded);
+    d.set_decoded(rels, decoded);
     Ok(d)
 }
 

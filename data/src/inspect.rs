@@ -5,7 +5,7 @@ use image::{imageops, Rgb, RgbImage};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::dataset::{Dataset, Format, Skip, Task};
+use crate::dataset::{Dataset, Format, Skip, Task, Unreadable};
 use crate::font::{draw_text, text_width};
 
 /// Figures of one split.
@@ -48,6 +48,8 @@ pub struct Summary {
     pub num_images: usize,
     pub splits: Vec<SplitSummary>,
     pub skipped: Vec<Skip>,
+    /// Image files that do not decode (a dataset opened with [`crate::OnBadImage::Skip`]).
+    pub unreadable: Vec<Unreadable>,
     pub duplicates: Vec<Duplicate>,
 }
 
@@ -98,6 +100,7 @@ impl Summary {
             num_images: d.num_images(),
             splits,
             skipped: d.skipped().to_vec(),
+            unreadable: d.unreadable().to_vec(),
             duplicates: duplicates(d),
         }
     }
@@ -162,6 +165,10 @@ impl std::fmt::Display for Summary {
         writeln!(f, "skipped: {}", self.skipped.len())?;
         for s in &self.skipped {
             writeln!(f, "  {}: {}: {}", s.file, s.what, s.reason)?;
+        }
+        writeln!(f, "unreadable image files: {}", self.unreadable.len())?;
+        for u in &self.unreadable {
+            writeln!(f, "  {}: {}", u.file, u.reason)?;
         }
         writeln!(f, "duplicate groups (identical pixels): {}", self.duplicates.len())?;
         for d in &self.duplicates {

@@ -13,14 +13,17 @@
 //! source's checksum, so later opens skip decoding.
 //!
 //! # Bad input policy
-//! Errors (a [`DataError`] naming the file): a corrupt or truncated image,
-//! broken XML, an object without name or box, a wrong IDX magic or size, a
+//! Errors (a [`DataError`] naming the file): broken XML, an object without name or box, a wrong IDX magic or size, a
 //! CIFAR file of the wrong length or with an out-of-range label, an object
 //! of a class outside [`OpenOptions::classes`], an image or annotation listed
 //! by a split file but missing.
 //! Counted skips (listed by [`Dataset::skipped`]): detection boxes with zero
 //! area or inverted corners (`xmax <= xmin` or `ymax <= ymin`); the image
 //! itself is kept. A corrupt cache file is never trusted: it is rebuilt.
+//! Truncated or corrupt JPEG/PNG files (the decoder is strict, see
+//! [`preprocess::decode_bytes`]): by [`OpenOptions::on_bad_image`], an error
+//! naming every one ([`DataError::Unreadable`], the default) or left out with
+//! their labels and boxes and listed by [`Dataset::unreadable`].
 //!
 //! # Use
 //! ```no_run
@@ -39,6 +42,7 @@
 
 mod cache;
 mod dataset;
+mod decode;
 mod error;
 pub mod font;
 mod formats;
@@ -50,6 +54,6 @@ mod voc;
 pub mod augment;
 pub mod preprocess;
 
-pub use dataset::{default_cache_dir, BBox, CacheStatus, Dataset, Format, ImageRef, OpenOptions, ProgressFn, Skip, SplitView, Task};
+pub use dataset::{default_cache_dir, BBox, CacheStatus, Dataset, Format, ImageRef, OnBadImage, OpenOptions, ProgressFn, Skip, SplitView, Task, Unreadable};
 pub use error::{DataError, Result};
 pub use source::sample_images;

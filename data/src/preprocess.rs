@@ -40,11 +40,9 @@ pub fn decode_file(path: &Path) -> Result<RgbImage, PreprocessError> {
 }
 
 /// Decodes an in-memory JPEG/PNG; `name` is only used in error messages.
+/// A truncated or corrupt file is an error (see [`crate::decode`]).
 pub fn decode_bytes(bytes: &[u8], name: &str) -> Result<RgbImage, PreprocessError> {
-    let img = image::load_from_memory(bytes).map_err(|e| PreprocessError::Decode {
-        path: name.to_string(),
-        reason: e.to_string(),
-    })?;
+    let img = crate::decode::decode(bytes).map_err(|reason| PreprocessError::Decode { path: name.to_string(), reason })?;
     Ok(img.to_rgb8())
 }
 

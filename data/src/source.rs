@@ -20,6 +20,16 @@ pub(crate) fn is_tarball(path: &Path) -> bool {
     n.ends_with(".tar.gz") || n.ends_with(".tgz") || n.ends_with(".tar")
 }
 
+/// [`Source::display`] of `rel` in the source opened from `path`, without opening it.
+pub(crate) fn display_in(path: &Path, rel: &str) -> String {
+    if path.is_file() && is_tarball(path) {
+        format!("{}:{rel}", path.display())
+    } else {
+        let root = if path.is_file() { path.parent().unwrap_or(Path::new(".")) } else { path };
+        root.join(rel).display().to_string()
+    }
+}
+
 impl Source {
     /// Opens `path`: a tarball is read into memory, a directory is listed, and
     /// any other file stands for the directory that holds it.

@@ -74,11 +74,9 @@ fn finish(src: &Source, items: Vec<(String, String, String)>, splits: Vec<SplitD
         d.boxes.push(kept);
     }
     let rels: Vec<String> = items.into_iter().map(|i| i.0).collect();
-    let (decoded, ch) = decode_all(src, &rels, opts)?;
-    d.source_channels = ch;
-    d.files = rels;
+    let decoded = decode_all(src, &rels, opts)?;
     d.splits = splits;
-    d.set_images(decoded);
+    d.set_decoded(rels, decoded);
     Ok(d)
 }
 

@@ -4,7 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use pretext_data::{CacheStatus, DataError, Dataset, OpenOptions};
+use pretext_data::{CacheStatus, DataError, Dataset, OnBadImage, OpenOptions};
 
 fn no_cache() -> OpenOptions {
     OpenOptions { no_cache: true, ..Default::default() }
@@ -95,6 +95,29 @@ fn missing_annotation_and_unknown_class() {
     assert!(msg.contains("VOC/Annotations/b.xml: missing, but ") && msg.ends_with("VOC/ImageSets/Main/test.txt lists it"), "{msg}");
 }
 
+/// `good` cut in its headers, just into its first scan, and mid-scan; a PNG
+/// cut inside its IDAT chunk, and one without its IEND chunk.
+fn broken_files(good_jpeg: &[u8], good_png: &[u8]) -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let sos = good_jpeg.windows(2).position(|w| w == [0xff, 0xda]).unwrap();
+    let scan = sos + 2 + u16::from_be_bytes([good_jpeg[sos + 2], good_jpeg[sos + 3]]) as usize;
+    let idat = good_png.windows(4).position(|w| w == b"IDAT").unwrap();
+    let iend = good_png.windows(4).position(|w| w == b"IEND").unwrap() - 4;
+    vec![
+        ("header.jpg", good_jpeg[..sos - 40].to_vec(), "in the headers, inside the DHT (Huffman table) segment"),
+        ("first-scan.jpg", good_jpeg[..scan + 8].to_vec(), "in scan 1 (8 bytes of entropy-coded data)"),
+        ("mid-scan.jpg", good_jpeg[..(scan + good_jpeg.len()) / 2].to_vec(), "in scan 1"),
+        ("idat.png", good_png[..idat + 20].to_vec(), "inside the IDAT chunk"),
+        ("no-iend.png", good_png[..iend].to_vec(), "before its IEND chunk"),
+    ]
+}
+
+fn png_rgb(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 9) as u8, ((x ^ y) * 5) as u8]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
 #[test]
 fn truncated_jpeg_in_image_folder() {
     let t = tempfile::tempdir().unwrap();
@@ -107,11 +130,100 @@ fn truncated_jpeg_in_image_folder() {
     let e = Dataset::open(t.path(), &no_cache()).unwrap_err();
     let msg = e.to_string();
     eprintln!("{msg}");
-    assert!(matches!(e, DataError::Decode { .. }));
-    assert!(msg.contains("train/dog/1.jpg: cannot decode image: truncated JPEG"), "{msg}");
+    assert!(matches!(e, DataError::Unreadable { .. }));
+    assert!(msg.contains("1 image file does not decode") && msg.contains("train/dog/1.jpg: truncated JPEG"), "{msg}");
     put(t.path(), "train/dog/1.jpg", b"not an image at all");
     let msg = Dataset::open(t.path(), &no_cache()).unwrap_err().to_string();
-    assert!(msg.contains("train/dog/1.jpg: cannot decode image:"), "{msg}");
+    assert!(msg.contains("train/dog/1.jpg: neither JPEG nor PNG"), "{msg}");
+}
+
+/// Every broken file is named with its reason (not only the first); under
+/// `Skip` they are left out with their labels, and the intact images decode
+/// to exactly what `image` decodes them to.
+#[test]
+fn every_unreadable_image_is_named_or_skipped() {
+    let t = tempfile::tempdir().unwrap();
+    let (good, good_png) = (jpeg(32, 32, 5), png_rgb(48, 40));
+    put(t.path(), "train/cat/0.jpg", &good);
+    put(t.path(), "train/dog/0.png", &good_png);
+    put(t.path(), "test/cat/0.jpg", &good);
+    let broken = broken_files(&good, &good_png);
+    for (k, (name, bytes, _)) in broken.iter().enumerate() {
+        put(t.path(), &format!("train/{}/{name}", ["cat", "dog"][k % 2]), bytes);
+    }
+    let e = Dataset::open(t.path(), &no_cache()).unwrap_err();
+    let msg = e.to_string();
+    eprintln!("{msg}");
+    assert!(msg.starts_with(&format!("{}: 5 image files do not decode (truncated or corrupt):", t.path().display())), "{msg}");
+    for (k, (name, _, reason)) in broken.iter().enumerate() {
+        let file = t.path().join(format!("train/{}/{name}", ["cat", "dog"][k % 2]));
+        let line = msg.lines().find(|l| l.contains(&format!("{}: ", file.display()))).unwrap_or_else(|| panic!("{name} is not named:\n{msg}"));
+        assert!(line.contains(reason), "{name}: {line}");
+    }
+
+    let d = Dataset::open(t.path(), &OpenOptions { on_bad_image: OnBadImage::Skip, ..no_cache() }).unwrap();
+    let train = d.split("train").unwrap();
+    assert_eq!((train.len(), train.labels(), train.file(0), train.file(1)), (2, vec![0, 1], "train/cat/0.jpg", "train/dog/0.png"));
+    assert_eq!(d.split("test").unwrap().len(), 1);
+    let mut listed: Vec<&str> = d.unreadable().iter().map(|u| u.file.rsplit('/').next().unwrap()).collect();
+    listed.sort();
+    assert_eq!(listed, ["first-scan.jpg", "header.jpg", "idat.png", "mid-scan.jpg", "no-iend.png"]);
+    for (bytes, i) in [(&good, 0), (&good_png, 1)] {
+        let want = image::load_from_memory(bytes).unwrap().to_rgb8();
+        assert_eq!(train.image(i).pixels, want.as_raw().as_slice(), "{}", train.file(i));
+    }
+}
+
+/// The cache holds the dataset without its unreadable files under either
+/// policy; opening it with `Error` still fails, naming them.
+#[test]
+fn cached_skips_still_fail_an_error_open() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let good = jpeg(16, 16, 1);
+    put(&data, "a/0.jpg", &good);
+    put(&data, "b/0.jpg", &good);
+    put(&data, "b/1.jpg", &good[..good.len() - 2]);
+    let cache = OpenOptions { cache_dir: Some(t.path().join("cache")), ..Default::default() };
+    let skip = OpenOptions { on_bad_image: OnBadImage::Skip, ..cache.clone() };
+    let msg = Dataset::open_with_report(&data, &cache).unwrap_err().to_string();
+    assert!(msg.contains("b/1.jpg: truncated JPEG") && msg.contains("in scan 1"), "{msg}");
+    let (d, status) = Dataset::open_with_report(&data, &skip).unwrap();
+    assert!(matches!(status, CacheStatus::Hit(_)), "{status:?}");
+    assert_eq!((d.num_images(), d.unreadable().len()), (2, 1));
+    let msg = Dataset::open_with_report(&data, &cache).unwrap_err().to_string();
+    assert!(msg.contains("b/1.jpg: truncated JPEG"), "{msg}");
+}
+
+/// A VOC image that does not decode takes its boxes with it; a split left
+/// without images is dropped.
+#[test]
+fn skipped_voc_image_takes_its_boxes() {
+    let t = tempfile::tempdir().unwrap();
+    voc(t.path());
+    let good = jpeg(16, 8, 2);
+    put(t.path(), "VOC/JPEGImages/b.jpg", &good[..good.len() / 2]);
+    let d = Dataset::open(t.path(), &OpenOptions { on_bad_image: OnBadImage::Skip, ..no_cache() }).unwrap();
+    assert_eq!((d.num_images(), d.split_names()), (1, vec!["train"]));
+    assert_eq!(d.boxes(0).len(), 1);
+    assert_eq!(d.unreadable()[0].file, "VOC/JPEGImages/b.jpg");
+}
+
+/// The eval transform's decoder is the same strict one: each cut is an
+/// error naming the file.
+#[test]
+fn decode_file_names_each_broken_file() {
+    let t = tempfile::tempdir().unwrap();
+    let (good, good_png) = (jpeg(32, 32, 5), png_rgb(48, 40));
+    for (name, bytes, reason) in broken_files(&good, &good_png) {
+        let p = t.path().join(name);
+        fs::write(&p, bytes).unwrap();
+        let msg = pretext_data::preprocess::decode_file(&p).unwrap_err().to_string();
+        assert!(msg.starts_with(&format!("cannot decode image {} (JPEG/PNG expected): ", p.display())) && msg.contains(reason), "{msg}");
+    }
+    let p = t.path().join("good.jpg");
+    fs::write(&p, &good).unwrap();
+    assert_eq!(pretext_data::preprocess::decode_file(&p).unwrap(), image::load_from_memory(&good).unwrap().to_rgb8());
 }
 
 #[test]

@@ -67,6 +67,10 @@ pub struct TrainConfig {
     /// random init of a fresh run; the teacher is then copied from them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_weights: Option<PathBuf>,
+    /// Truncated or corrupt image files in `data`: `error` (stop, naming them) or
+    /// `skip` (train without them, listing them on stderr).
+    #[serde(default)]
+    pub on_bad_image: pretext_data::OnBadImage,
 }
 
 impl TrainConfig {
@@ -105,6 +109,7 @@ impl TrainConfig {
             stop_after: 0,
             threads: 0,
             init_weights: None,
+            on_bad_image: pretext_data::OnBadImage::Error,
         })
     }
 
@@ -307,11 +312,25 @@ impl Split {
     }
 }
 
-/// Loads `train` and `test` splits through the data crate.
-pub fn load_splits(path: &Path) -> Result<(Split, Option<Split>, String), TrainError> {
+/// Loads `train` and `test` splits through the data crate. Image files that
+/// do not decode fail the load, naming them, or with
+/// [`OnBadImage::Skip`](pretext_data::OnBadImage) are left out and listed on stderr.
+pub fn load_splits(path: &Path, on_bad_image: pretext_data::OnBadImage) -> Result<(Split, Option<Split>, String), TrainError> {
     let bar = pretext_data::progress::Progress::new("decode", 0);
-    let ds = pretext_data::Dataset::open(path, &pretext_data::OpenOptions { progress: Some(bar.callback()), ..Default::default() }).map_err(|e| TrainError::Data(e.to_string()))?;
+    let opts = pretext_data::OpenOptions { progress: Some(bar.callback()), on_bad_image, ..Default::default() };
+    let ds = pretext_data::Dataset::open(path, &opts).map_err(|e| TrainError::Data(e.to_string()))?;
     bar.finish_and_clear();
+    let bad = ds.unreadable();
+    if !bad.is_empty() {
+        const SHOWN: usize = 100;
+        eprintln!("skipping {} image file{} of {} that do{} not decode:", bad.len(), if bad.len() == 1 { "" } else { "s" }, path.display(), if bad.len() == 1 { "es" } else { "" });
+        for u in bad.iter().take(SHOWN) {
+            eprintln!("  {}: {}", u.file, u.reason);
+        }
+        if bad.len() > SHOWN {
+            eprintln!("  ... and {} more (`pretext data inspect` lists them all)", bad.len() - SHOWN);
+        }
+    }
     let get = |name: &str| -> Result<Option<Split>, TrainError> {
         let Some(s) = ds.split(name) else { return Ok(None) };
         let (px, [n, h, w, _]) = s.images_nhwc().ok_or_else(|| TrainError::Data(format!("{}: split '{name}' has images of different sizes", path.display())))?;
@@ -376,7 +395,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<Summary,
     let toml = toml::to_string(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
     crate::backend::atomic_write(&out.join("config.toml"), toml.as_bytes()).map_err(io(out))?;
 
-    let (full_train, test_split, dataset_name) = load_splits(&cfg.data)?;
+    let (full_train, test_split, dataset_name) = load_splits(&cfg.data, cfg.on_bad_image)?;
     let train_split = full_train.subset(cfg.limit);
     let gallery = full_train.subset(cfg.knn_train);
     drop(full_train);

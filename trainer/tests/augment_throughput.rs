@@ -9,7 +9,7 @@ use pretext_data::augment::{Pipeline, Resolution};
 #[test]
 #[ignore]
 fn augment_images_per_second() {
-    let (train, _, _) = pretext_trainer::train::load_splits(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/cifar10-jpg.tar.gz"))).unwrap();
+    let (train, _, _) = pretext_trainer::train::load_splits(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/cifar10-jpg.tar.gz")), pretext_data::OnBadImage::Error).unwrap();
     let train = train.subset(4096);
     let set = train.images();
     let imgs: Vec<&[u8]> = (0..train.n).map(|i| set.image(i)).collect();
